@@ -1,0 +1,5 @@
+import sys
+
+from qsave.cli import main
+
+sys.exit(main())
