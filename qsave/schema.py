@@ -7,6 +7,7 @@ by the raters who rated that dimension Bad–Fair.
 
 from __future__ import annotations
 
+import math
 from typing import Final
 
 DIMENSIONS: Final = ("vq", "mq", "ta", "overall")
@@ -43,9 +44,9 @@ def level_to_score(level: str) -> int:
 
 
 def score_to_level(score: float) -> str:
-    """The level nearest to a continuous 1–5 score (clamped to the scale)."""
+    """The level nearest to a continuous 1–5 score (clamped; halves round up: 2.5 → fair)."""
     clamped = min(max(float(score), SCORE_MIN), SCORE_MAX)
-    return LEVELS[int(round(clamped)) - 1]
+    return LEVELS[math.floor(clamped + 0.5) - 1]
 
 
 def is_low(score: float) -> bool:
