@@ -83,15 +83,21 @@ def fit_logistic(pred: ArrayLike, mos: ArrayLike, maxfev: int = 20_000) -> Logis
     beta0 = [float(y.max()), float(y.min()), float(x.mean()), 0.5]
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", optimize.OptimizeWarning)
+            # A near-linear relation drives β1, β2, β4 far out and leaves the covariance inestimable;
+            # the fitted curve is still good, so judge the curve below, not the covariance.
+            warnings.simplefilter("ignore", optimize.OptimizeWarning)
             params, _ = optimize.curve_fit(logistic4, x, y, p0=beta0, maxfev=maxfev)
-    except (RuntimeError, ValueError, optimize.OptimizeWarning) as exc:
+    except (RuntimeError, ValueError) as exc:
         return _identity_fit(f"curve_fit did not converge ({exc})")
     fitted = logistic4(x, *params)
     if not np.all(np.isfinite(params)) or not np.all(np.isfinite(fitted)):
         return _identity_fit(f"non-finite parameters {params.tolist()}")
     if np.ptp(fitted) <= 1e-9 * max(1.0, float(np.ptp(y))):
         return _identity_fit("the fitted curve is flat over the predictions")
+    linear = np.polyval(np.polyfit(x, y, 1), x)
+    sse, sse_linear = float(np.sum((fitted - y) ** 2)), float(np.sum((linear - y) ** 2))
+    if sse > sse_linear * (1 + 1e-3) + 1e-12:
+        return _identity_fit(f"the fit stopped in a poor optimum (SSE {sse:.4g} > linear {sse_linear:.4g})")
     b1, b2, b3, b4 = (float(p) for p in params)
     return LogisticFit(params=(b1, b2, b3, b4), ok=True)
 
