@@ -8,4 +8,76 @@ import argparse
 def register(groups: argparse._SubParsersAction) -> None:
     parser = groups.add_parser("data", help="make, import and validate datasets (manifests)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    del commands  # commands are added below as they land
+    _register_import(commands)
+
+
+def _register_import(commands: argparse._SubParsersAction) -> None:
+    from qsave.importers import FORMATS
+
+    parser = commands.add_parser(
+        "import",
+        help="import AIGVE-Bench JSON, a prompt-only folder, or a CSV/JSONL table into a manifest",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Write a manifest (Parquet or JSONL, by --out's extension) from another format.\n\n"
+            "  aigve   AIGVE-Bench annotations.json (or its folder): technical_quality -> mos_vq,\n"
+            "          mean(dynamic, physics) -> mos_mq, mean(element_presentence, action_presentence)\n"
+            "          -> mos_ta, overall -> mos_overall; 0 means 'not applicable' (left out of means).\n"
+            "          Generator from the file name (cogvideox_0.mp4 -> cogvideox).\n"
+            "  folder  prompt-only videos, unlabelled: a folder with annotations.json (prompt_gt,\n"
+            "          video_path_pd) or plain videos whose prompt is the file stem\n"
+            "          ('a cat-0.mp4' -> 'a cat').\n"
+            "  csv, jsonl  a table; --map MANIFEST_COLUMN=SOURCE_COLUMN (repeatable), e.g. for a\n"
+            "          T2VQA-DB-style file:\n"
+            "          --map video_path=video_name --map mos_overall=mos --mos-range 0 100\n\n"
+            "Video paths become absolute. Rows whose video is missing are kept and listed."
+        ),
+    )
+    parser.add_argument("--format", required=True, choices=FORMATS, help="source format")
+    parser.add_argument("src", help="source file or folder")
+    parser.add_argument("--out", required=True, help="manifest to write (.parquet or .jsonl)")
+    parser.add_argument("--split", default="test", help="split for rows that have none (default: test)")
+    parser.add_argument(
+        "--videos", default=None, help="folder holding the videos (default: beside the source)"
+    )
+    parser.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="COLUMN=SOURCE",
+        help="csv/jsonl: take manifest COLUMN from the source's SOURCE column (repeatable)",
+    )
+    parser.add_argument("--generator", default="", help="folder: generator name for every row")
+    parser.add_argument(
+        "--mos-range",
+        nargs=2,
+        type=float,
+        default=None,
+        metavar=("LOW", "HIGH"),
+        help="csv/jsonl: the source's MOS scale, rescaled linearly onto 1-5",
+    )
+    parser.set_defaults(func=_run_import)
+
+
+def _run_import(args: argparse.Namespace) -> int:
+    import sys
+
+    from qsave.importers import ImportFailed, import_source, parse_mapping
+    from qsave.manifest import write_manifest
+
+    try:
+        result = import_source(
+            args.format,
+            args.src,
+            split=args.split,
+            videos_dir=args.videos,
+            mapping=parse_mapping(args.map),
+            generator=args.generator,
+            mos_range=tuple(args.mos_range) if args.mos_range else None,
+        )
+    except ImportFailed as exc:
+        print(f"qsave data import: {exc}", file=sys.stderr)
+        return 2
+    out = write_manifest(result.manifest, args.out)
+    print(f"{result.report()}\nwrote {out}")
+    return 0
