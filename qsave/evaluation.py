@@ -15,6 +15,7 @@ Deltas are primary − other for every headline metric, with paired bootstrap CI
 
 from __future__ import annotations
 
+import ast
 import math
 import os
 import warnings
@@ -267,9 +268,25 @@ def read_predictions(path: str | os.PathLike[str]) -> pd.DataFrame:
         )
     if "video_id" not in df.columns:
         raise EvaluationError(f"predictions file {path} has no video_id column")
+    first_row = 2 if suffix == ".csv" else 0
     for col in _reason_columns(df):
-        df[col] = [_as_reason_list(v) for v in df[col]]
+        df[col] = [_parse_reasons(v, f"{path} row {i + first_row}, {col}") for i, v in enumerate(df[col])]
     return df
+
+
+def _parse_reasons(value: Any, where: str) -> list[str]:
+    """Reason codes from a list, a JSON or Python list literal, or a comma-separated string."""
+    try:
+        return _as_reason_list(value)
+    except ValueError:
+        pass
+    try:
+        parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError) as exc:
+        raise EvaluationError(f"{where}: cannot read reason codes from {value!r} ({exc})") from exc
+    if not isinstance(parsed, list | tuple):
+        raise EvaluationError(f"{where}: reason codes must be a list, got {value!r}")
+    return [str(code) for code in parsed]
 
 
 def _indexed(df: pd.DataFrame, what: str) -> pd.DataFrame:
