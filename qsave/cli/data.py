@@ -9,6 +9,7 @@ def register(groups: argparse._SubParsersAction) -> None:
     parser = groups.add_parser("data", help="make, import and validate datasets (manifests)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _register_import(commands)
+    _register_synth(commands)
 
 
 def _register_import(commands: argparse._SubParsersAction) -> None:
@@ -80,4 +81,60 @@ def _run_import(args: argparse.Namespace) -> int:
         return 2
     out = write_manifest(result.manifest, args.out)
     print(f"{result.report()}\nwrote {out}")
+    return 0
+
+
+def _register_synth(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "synth",
+        help="render the synthetic AIGV corpus (mp4 clips + manifest with known truth)",
+        description=(
+            "Render prompt-conditioned procedural clips from several simulated generators, rate them "
+            "with a simulated panel, split the prompts into train/val/test and write DIR/videos/*.mp4 "
+            "and DIR/manifest.parquet (video_path relative to DIR). Options left out take "
+            "qsave.synthetic.SynthConfig's defaults (600 clips of 128x128, 24 frames at 8 fps, seed 0)."
+        ),
+    )
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--n", type=int, help="number of clips")
+    parser.add_argument("--seed", type=int, help="random seed (same seed, same corpus)")
+    parser.add_argument("--workers", type=int, help="render processes")
+    parser.add_argument("--width", type=int, help="frame width (multiple of 16)")
+    parser.add_argument("--height", type=int, help="frame height (multiple of 16)")
+    parser.add_argument("--frames", dest="num_frames", type=int, help="frames per clip")
+    parser.add_argument("--fps", type=int, help="frames per second")
+    parser.add_argument("--generators", help="comma-separated simulated generators to use")
+    parser.add_argument("--renders-per-prompt", type=int, help="generators that render each prompt")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(func=_run_synth)
+
+
+def _run_synth(args: argparse.Namespace) -> int:
+    import sys
+    import time
+
+    from qsave.manifest import read_manifest
+    from qsave.schema import MOS_COLUMNS
+    from qsave.synthetic import SynthConfig, generate_corpus
+
+    options = {
+        key: getattr(args, key)
+        for key in ("n", "seed", "workers", "width", "height", "num_frames", "fps", "renders_per_prompt")
+        if getattr(args, key) is not None
+    }
+    if args.generators:
+        options["generators"] = tuple(g.strip() for g in args.generators.split(",") if g.strip())
+    try:
+        cfg = SynthConfig(**options)
+    except ValueError as exc:
+        print(f"qsave data synth: {exc}", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    manifest_path = generate_corpus(cfg, args.out, progress=not args.no_progress)
+    elapsed = time.perf_counter() - start
+    df = read_manifest(manifest_path)
+    splits = ", ".join(f"{name} {count}" for name, count in df["split"].value_counts().sort_index().items())
+    print(f"wrote {len(df)} clips and {manifest_path} in {elapsed:.1f} s ({splits} clips)")
+    means = df.groupby("generator")[list(MOS_COLUMNS)].mean().round(2)
+    print(f"mean MOS per generator:\n{means.to_string()}")
     return 0
