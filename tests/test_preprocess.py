@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,10 @@ LAVIE = sorted(LAVIE_DIR.glob("*.mp4")) if LAVIE_DIR.is_dir() else []
 pytestmark = pytest.mark.skipif(len(LAVIE) < 2, reason="shared LaVie clips not present")
 
 LIMITS = DecodeLimits(timeout_s=10.0)
+
+
+def by_id(table: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    return {str(row["video_id"]): {str(k): v for k, v in row.items()} for row in table.to_dict("records")}
 
 
 def test_shard_manifest_is_balanced_complete_and_order_independent() -> None:
@@ -70,22 +75,22 @@ def test_preprocess_caches_by_content_and_reports_errors(manifest: tuple[pd.Data
     df, base = manifest
     cache = base / "cache"
     first = preprocess_shard(df, LOCAL_SAMPLER, LIMITS, cache, base_dir=base)
-    table = first.table.set_index("video_id")
+    table = by_id(first.table)
     assert list(first.table.columns) == list(RESULT_COLUMNS)
     assert first.counts == {"processed": 2, "cached": 1, "failed": 2}
     assert sum(first.counts.values()) == len(df)
     assert first.decoded == 3  # two clips and the junk file; the duplicate content and missing file are not
-    assert table.loc["a-again", "status"] == "cached"
-    assert table.loc["a-again", "clip_path"] == table.loc["a", "clip_path"]
-    assert table.loc["gone", "reason"] == "video_missing" and "missing.mp4" in table.loc["gone", "detail"]
-    assert table.loc["junk", "reason"] == "undecodable" and table.loc["junk", "detail"]
-    assert table.loc["a", "tokens"] == table.loc["a", "slow_tokens"] + table.loc["a", "fast_tokens"] > 0
+    assert table["a-again"]["status"] == "cached"
+    assert table["a-again"]["clip_path"] == table["a"]["clip_path"]
+    assert table["gone"]["reason"] == "video_missing" and "missing.mp4" in table["gone"]["detail"]
+    assert table["junk"]["reason"] == "undecodable" and table["junk"]["detail"]
+    assert table["a"]["tokens"] == table["a"]["slow_tokens"] + table["a"]["fast_tokens"] > 0
 
     again = preprocess_shard(df, LOCAL_SAMPLER, LIMITS, cache, base_dir=base)
     assert again.decoded == 0
     assert again.counts == {"processed": 0, "cached": 3, "failed": 2}
     pd.testing.assert_series_equal(again.table["tokens"], first.table["tokens"])
-    assert again.table.set_index("video_id").loc["junk", "reason"] == "undecodable"
+    assert by_id(again.table)["junk"]["reason"] == "undecodable"
 
     other = preprocess_shard(df.iloc[:1], SamplerConfig(slow_long_side=160, fast_long_side=96), LIMITS, cache)
     assert other.decoded == 1 and other.counts["processed"] == 1  # a new config is a new cache key
