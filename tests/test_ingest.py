@@ -1,0 +1,38 @@
+import pandas as pd
+import pytest
+from conftest import SHARED_DATA
+
+from qsave.ingest import IngestConfig, ingest
+from qsave.manifest import read_manifest, resolve_video_path
+
+
+def test_import_makes_a_self_contained_dataset_and_keeps_missing_rows(tmp_path):
+    manifest = ingest(IngestConfig(source="aigve", uri=str(SHARED_DATA / "aigve-bench-toy")), tmp_path / "ds")
+    df = read_manifest(manifest)
+    assert len(df) == 10, "rows with missing videos are kept for validation to quarantine"
+    present = [p for p in df["video_path"] if resolve_video_path(p, manifest.parent).is_file()]
+    assert len(present) == 6
+    assert all(p.startswith("videos/") for p in present), "present videos live inside the dataset"
+    missing = df.loc[~df["video_path"].str.startswith("videos/"), "video_id"]
+    assert sorted(missing) == ["cogvideox_13", "cogvideox_2", "cogvideox_4", "cogvideox_5"]
+
+
+def test_manifest_source_resolves_relative_paths_and_moves_videos(tmp_path):
+    src = tmp_path / "src"
+    (src / "clips").mkdir(parents=True)
+    (src / "clips" / "a b,c.mp4").write_bytes(b"not decoded here")
+    pd.DataFrame(
+        {"video_id": ["x"], "video_path": ["clips/a b,c.mp4"], "prompt": ["a cat"], "split": ["train"]}
+    ).to_parquet(src / "m.parquet")
+    manifest = ingest(IngestConfig(source="manifest", uri=str(src / "m.parquet")), tmp_path / "ds")
+    row = read_manifest(manifest).iloc[0]
+    assert (manifest.parent / row["video_path"]).read_bytes() == b"not decoded here"
+    assert row["split"] == "train"
+
+
+def test_bad_source_is_a_clear_error_and_writes_nothing(tmp_path):
+    with pytest.raises(ValueError, match="unknown data source 'youtube'"):
+        ingest(IngestConfig(source="youtube"), tmp_path / "ds")
+    with pytest.raises(ValueError, match="needs a uri"):
+        ingest(IngestConfig(source="csv"), tmp_path / "ds")
+    assert not (tmp_path / "ds").exists()
