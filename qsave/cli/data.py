@@ -9,6 +9,7 @@ def register(groups: argparse._SubParsersAction) -> None:
     parser = groups.add_parser("data", help="make, import and validate datasets (manifests)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _register_import(commands)
+    _register_validate(commands)
     _register_synth(commands)
 
 
@@ -137,4 +138,79 @@ def _run_synth(args: argparse.Namespace) -> int:
     print(f"wrote {len(df)} clips and {manifest_path} in {elapsed:.1f} s ({splits} clips)")
     means = df.groupby("generator")[list(MOS_COLUMNS)].mean().round(2)
     print(f"mean MOS per generator:\n{means.to_string()}")
+    return 0
+
+
+def _register_validate(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "validate",
+        help="check a manifest (Great Expectations + decode probe); write valid/quarantine/summary/Data Docs",
+        description=(
+            "Validate MANIFEST: schema, ids, prompts, splits, MOS in 1-5, split leakage and a decode probe "
+            "per video (with limits and a timeout). Writes DIR/valid.parquet, DIR/quarantine.parquet "
+            "(with quarantine_reason and quarantine_detail), DIR/summary.json and DIR/data_docs/index.html. "
+            "Exits 1 when the quarantined share is above --max-quarantine."
+        ),
+    )
+    parser.add_argument("manifest", help="manifest to check (.parquet or .jsonl)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    parser.add_argument(
+        "--max-quarantine",
+        type=float,
+        default=0.25,
+        metavar="FRACTION",
+        help="fail when more than this share of rows is quarantined (default: 0.25)",
+    )
+    parser.add_argument(
+        "--allow-unlabeled", action="store_true", help="accept rows without MOS (prompt-only data)"
+    )
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds allowed to probe one video")
+    parser.add_argument("--workers", type=int, default=2, help="videos probed at once")
+    parser.set_defaults(func=_run_validate)
+
+
+def _run_validate(args: argparse.Namespace) -> int:
+    import json
+    import sys
+    from pathlib import Path
+
+    from qsave.manifest import ManifestError, read_manifest
+    from qsave.validation import ValidationConfig, ValidationFailed, validate_manifest
+    from qsave.video import DecodeLimits
+
+    cfg = ValidationConfig(
+        limits=DecodeLimits(timeout_s=args.timeout),
+        max_quarantine_fraction=args.max_quarantine,
+        require_labels=not args.allow_unlabeled,
+        probe_workers=args.workers,
+    )
+    try:
+        frame = read_manifest(args.manifest)
+    except ManifestError as exc:
+        print(f"qsave data validate: {exc}", file=sys.stderr)
+        return 2
+    failure = None
+    try:
+        result = validate_manifest(
+            frame, cfg, args.out, base_dir=Path(args.manifest).resolve().parent, progress=not args.json
+        )
+    except ValidationFailed as exc:
+        result, failure = exc.result, exc
+    summary = result.summary
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        reasons = ", ".join(f"{k}: {v}" for k, v in summary["by_reason"].items() if v) or "none"
+        print(
+            f"rows in: {summary['rows_in']}  valid: {summary['valid']}  "
+            f"quarantined: {summary['quarantined']} ({reasons})\n"
+            f"valid manifest: {result.out_dir / 'valid.parquet'} "
+            f"(dataset version {summary['valid_dataset_version']})\n"
+            f"quarantine: {result.out_dir / 'quarantine.parquet'}\n"
+            f"data docs: {result.out_dir / 'data_docs' / 'index.html'}"
+        )
+    if failure is not None:
+        print(f"qsave data validate: FAILED: {failure}", file=sys.stderr)
+        return 1
     return 0
