@@ -116,21 +116,24 @@ def _run_great_expectations(
 ) -> tuple[dict[int, list[tuple[str, str]]], dict[str, Any]]:
     """One GX run over the manifest → ({row: [(reason, detail)]}, GX statistics); Data Docs go to docs_dir."""
     import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    for site in list(context.get_site_names()):
-        context.delete_data_docs_site(site)
-    backend = {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)}
-    context.add_data_docs_site(
-        "qsave",
-        {
-            "class_name": "SiteBuilder",
-            "store_backend": backend,
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-        },
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
     )
+
+    site = {
+        "class_name": "SiteBuilder",
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+    }
+    context_config = DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(),  # nothing but the Data Docs touches disk
+        data_docs_sites={"qsave": site},
+        progress_bars=ProgressBarsConfig(globally=False),
+        analytics_enabled=False,
+    )
+    context = gx.get_context(mode="ephemeral", project_config=context_config)
     batch = context.data_sources.add_pandas("qsave").add_dataframe_asset("manifest")
     suite = context.suites.add(gx.ExpectationSuite(name="qsave_manifest"))
     checks = _expectations(cfg)
@@ -141,7 +144,7 @@ def _run_great_expectations(
             name="qsave_manifest", data=batch.add_batch_definition_whole_dataframe("all"), suite=suite
         )
     )
-    # text columns as object dtype: GX's pandas regex/set metrics expect plain Python strings
+    # pandas 3 string columns as plain object columns, the dtype GX's pandas metrics are written for
     table = frame[list(MANIFEST_COLUMNS)].astype(
         {c: object for c in ("video_id", "video_path", "prompt", "split")}
     )
@@ -185,7 +188,7 @@ def _describe(reason: str, column: str | None, frame: pd.DataFrame, row: int) ->
     if reason == "mos_missing":
         return f"{column} is empty but labels are required (use --allow-unlabeled for unrated data)"
     if reason == "mos_out_of_range":
-        return f"{column}={value!r} is outside [{SCORE_MIN:g}, {SCORE_MAX:g}]"
+        return f"{column}={float(value):g} is outside [{SCORE_MIN:g}, {SCORE_MAX:g}]"
     return f"{column} is empty"
 
 
