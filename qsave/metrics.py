@@ -376,6 +376,7 @@ def model_level_metrics(
         "mos_mean": mos_mean.tolist(),
     }
     if undefined is not None:
+        warnings.warn(f"model-level correlations undefined: {undefined}", MetricWarning, stacklevel=2)
         nan = math.nan
         pairwise = pairwise_ranking_accuracy(pred_mean, mos_mean) if len(names) >= 2 else nan
         return ModelLevelMetrics(

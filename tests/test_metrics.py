@@ -176,7 +176,8 @@ def test_model_level_means_correlations_and_cis() -> None:
 
 
 def test_model_level_with_too_few_generators_is_flagged() -> None:
-    result = metrics.model_level_metrics([1, 2, 3, 4], [1, 2, 4, 3], ["a", "a", "b", "b"], n_resamples=20)
+    with pytest.warns(metrics.MetricWarning, match="2 generator"):
+        result = metrics.model_level_metrics([1, 2, 3, 4], [1, 2, 4, 3], ["a", "a", "b", "b"], n_resamples=20)
     assert math.isnan(result.srcc)
     assert result.undefined is not None and "generator" in result.undefined
     assert result.pairwise_accuracy == pytest.approx(1.0)

@@ -12,6 +12,7 @@ from eval_fixtures import make_predictions
 from PIL import Image
 
 from qsave.evaluation import EvalConfig, evaluate
+from qsave.metrics import MetricWarning
 from qsave.report import REPORT_HTML, REPORT_JSON, render_figures, report_html, write_report
 
 FAST = EvalConfig(n_bootstrap=100)
@@ -73,7 +74,8 @@ def test_deck_html_embeds_every_figure_and_table(evaluation) -> None:
 
 def test_report_without_optional_columns_or_generators(tmp_path) -> None:
     frame = make_predictions(n=30, probs=False, reasons=False).assign(generator="only")
-    evaluation = evaluate({"model": frame}, config=FAST)
+    with pytest.warns(MetricWarning, match="only 1 generator"):
+        evaluation = evaluate({"model": frame}, config=FAST)
     paths = write_report(evaluation, tmp_path)
     assert "reliability.png" not in paths
     _assert_png(paths["generators.png"].read_bytes())

@@ -16,6 +16,7 @@ import argparse
 import json
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -109,6 +110,7 @@ def _text_summary(evaluation: Evaluation) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from qsave.evaluation import EvalConfig, EvaluationError, evaluate, fit_logistics, read_predictions
+    from qsave.metrics import MetricWarning
     from qsave.report import REPORT_HTML, jsonable, write_report
 
     try:
@@ -133,7 +135,9 @@ def run(args: argparse.Namespace) -> int:
         config = EvalConfig(
             n_bootstrap=args.bootstrap, ci_level=args.ci_level, seed=args.seed, primary=args.name
         )
-        evaluation = evaluate(sets, truth=truth, config=config, fits=fits)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MetricWarning)  # printed below as notes
+            evaluation = evaluate(sets, truth=truth, config=config, fits=fits)
         paths = write_report(evaluation, args.out)
     except (EvaluationError, ValueError, OSError) as exc:
         print(f"qsave eval: {exc}", file=sys.stderr)

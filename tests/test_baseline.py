@@ -1,0 +1,153 @@
+"""The classical baseline: features respond to the artefacts they measure; ridge; JSON; real videos."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import SHARED_DATA
+from scipy.ndimage import gaussian_filter
+
+from qsave.baseline import (
+    FEATURE_NAMES,
+    BaselineConfig,
+    BaselineModel,
+    frame_features,
+    run_baseline,
+    sample_indices,
+)
+from qsave.schema import DIMENSIONS
+
+FRAMES, SIZE = 12, 96
+
+
+def _clip(speeds: list[float] | None = None) -> np.ndarray:
+    """A sharp random-cell texture over a gradient, panning right at ``speeds`` px per frame."""
+    rng = np.random.default_rng(0)
+    cells = np.kron(rng.uniform(40, 215, (SIZE // 4, 3 * SIZE // 4)), np.ones((4, 4)))
+    texture = cells + np.linspace(-20, 20, cells.shape[1])[None, :]
+    offsets = np.concatenate([[0.0], np.cumsum(speeds or [2.0] * (FRAMES - 1))]).round().astype(int)
+    grey = np.stack([texture[:, o : o + SIZE] for o in offsets])
+    rgb = np.stack([grey, grey * 0.9 + 10, grey * 0.8 + 20], axis=-1)
+    return rgb
+
+
+def _features(frames: np.ndarray) -> dict[str, float]:
+    return frame_features(np.clip(frames, 0, 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def clean() -> dict[str, float]:
+    return _features(_clip())
+
+
+def test_blur_lowers_sharpness(clean) -> None:
+    blurred = _features(np.stack([gaussian_filter(f, (1.5, 1.5, 0)) for f in _clip()]))
+    assert blurred["sharpness"] < clean["sharpness"] - 1.0  # log scale: > e-fold less Laplacian energy
+
+
+def test_noise_raises_the_noise_estimate(clean) -> None:
+    rng = np.random.default_rng(1)
+    noisy = _features(_clip() + rng.normal(0, 12, (FRAMES, SIZE, SIZE, 3)))
+    assert noisy["noise"] > clean["noise"] + 0.5
+    assert noisy["grey_levels"] >= clean["grey_levels"]
+
+
+def test_flicker_is_seen_as_flicker_not_motion(clean) -> None:
+    pulse = np.where(np.arange(FRAMES) % 2, 25.0, -25.0)[:, None, None, None]
+    flicker = _features(_clip() + pulse)
+    assert flicker["flicker"] > 0.1 > clean["flicker"]
+    assert flicker["flicker_pulse"] > 10 * (clean["flicker_pulse"] + 1e-3)
+    assert flicker["motion"] == pytest.approx(clean["motion"], rel=0.25)
+
+
+def test_freeze_and_unsteady_motion(clean) -> None:
+    frozen = _features(np.repeat(_clip()[:1], FRAMES, axis=0))
+    assert frozen["freeze_ratio"] == 1.0 and frozen["motion"] == 0.0
+    assert clean["freeze_ratio"] == 0.0 and clean["motion"] > 0.01
+    stutter = _features(_clip([0.0, 6.0] * 5 + [0.0]))
+    assert stutter["freeze_ratio"] > 0.4
+    assert stutter["motion_variation"] > clean["motion_variation"] + 0.5
+    assert stutter["motion_jerk"] > clean["motion_jerk"] + 0.5
+
+
+def test_blocks_and_posterisation(clean) -> None:
+    frames = _clip()
+    blocks = frames.reshape(FRAMES, SIZE // 8, 8, SIZE // 8, 8, 3).mean(axis=(2, 4), keepdims=True)
+    blocky = _features(np.broadcast_to(blocks, (FRAMES, SIZE // 8, 8, SIZE // 8, 8, 3)).reshape(frames.shape))
+    assert blocky["blockiness"] > clean["blockiness"] + 1.0
+    posterised = _features(np.round(frames / 64) * 64)
+    assert posterised["grey_levels"] < clean["grey_levels"] / 4
+
+
+def test_exposure_statistics(clean) -> None:
+    dark = _features(_clip() * 0.15)
+    assert dark["brightness_mean"] < clean["brightness_mean"] / 4
+    assert dark["contrast"] < clean["contrast"]
+    bright = _features(_clip() + 200)
+    assert bright["clipped_bright"] > 0.5 > clean["clipped_bright"]
+
+
+def test_single_frame_and_bad_shapes() -> None:
+    one = _features(_clip()[:1])
+    assert set(one) == set(FEATURE_NAMES)
+    assert one["motion"] == 0.0
+    with pytest.raises(ValueError, match="frames must be"):
+        frame_features(np.zeros((2, 2, 2, 3), dtype=np.uint8))
+
+
+def test_sample_indices() -> None:
+    assert sample_indices(81, 5) == [0, 20, 40, 60, 80]
+    assert sample_indices(3, 16) == [0, 1, 2]
+    assert sample_indices(0, 4) == []
+
+
+def _feature_frame(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(rng.normal(size=(n, len(FEATURE_NAMES))), columns=list(FEATURE_NAMES))
+    frame.insert(0, "video_id", [f"v{seed}_{i}" for i in range(n)])
+    return frame
+
+
+def test_ridge_learns_a_linear_relation_and_round_trips_as_json(tmp_path) -> None:
+    train, test = _feature_frame(200, 0), _feature_frame(50, 1)
+
+    def ratings(frame: pd.DataFrame) -> pd.DataFrame:
+        score = 3 + 0.6 * frame["sharpness"] - 0.4 * frame["noise"] + 0.3 * frame["flicker"]
+        return pd.DataFrame({"video_id": frame["video_id"], **{f"mos_{d}": score for d in DIMENSIONS}})
+
+    model = BaselineModel.fit(train, ratings(train), BaselineConfig(alpha=0.1))
+    predicted = model.predict(test)
+    truth = ratings(test)["mos_vq"].clip(1, 5)
+    assert np.corrcoef(predicted["pred_vq"], truth)[0, 1] > 0.99
+    assert model.n_train == dict.fromkeys(DIMENSIONS, 200)
+    loaded = BaselineModel.load(model.save(tmp_path / "baseline.json"))
+    pd.testing.assert_frame_equal(loaded.predict(test), predicted)
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ValueError, match=r"bad\.json"):
+        BaselineModel.load(tmp_path / "bad.json")
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "aigve-bench-toy").is_dir(), reason="shared data not present")
+def test_real_videos_and_missing_ones_become_reported_rows(tmp_path, capsys) -> None:
+    from qsave.cli import main
+    from qsave.importers import import_aigve
+
+    manifest = import_aigve(SHARED_DATA / "aigve-bench-toy", split="train").manifest
+    run = run_baseline(manifest, config=BaselineConfig(num_frames=6, size=(192, 108)))
+    assert len(run.predictions) + len(run.failures) == len(manifest) == 10
+    assert sorted(run.failures["video_id"]) == ["cogvideox_13", "cogvideox_2", "cogvideox_4", "cogvideox_5"]
+    assert set(run.failures["reason"]) == {"video_missing"}
+    assert run.predictions[[f"pred_{d}" for d in DIMENSIONS]].notna().all().all()
+    # The same predictions go through `qsave eval` with the toy set's ratings.
+    rows = manifest[["video_id", "generator", *[f"mos_{d}" for d in DIMENSIONS]]]
+    predictions = tmp_path / "aigve_baseline.csv"
+    rows.merge(run.predictions, on="video_id", how="left").to_csv(predictions, index=False)
+    code = main(
+        ["eval", "--predictions", str(predictions), "--out", str(tmp_path / "r"), "--bootstrap", "50"]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "candidate (10 of 10 videos scored)" in captured.out  # missing videos: rows with empty preds
+    assert "only 1 generator" in captured.err  # model level needs three generators: flagged, not faked
+    assert (tmp_path / "r" / "report.html").is_file()
