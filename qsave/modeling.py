@@ -18,13 +18,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from qsave.prompts import level_token_ids, tokenizer_corpus
-from qsave.storage import atomic_path, text_sha256
+from qsave.slowfast import LOCAL_SAMPLER, SamplerConfig
+from qsave.storage import atomic_path, text_sha256, write_text_atomic
 
 if TYPE_CHECKING:
     import torch
 
 PRODUCTION_MODEL: Final = "Qwen/Qwen3-VL-8B-Instruct"
 TINY: Final = "tiny"
+SAMPLER_FILE: Final = "qsave_sampler.json"
+"""In a model directory: the SlowFast sampler config the model was built or trained for."""
 
 SPECIAL_TOKENS: Final = (
     "<|endoftext|>",
@@ -229,7 +232,26 @@ def build_tiny(cfg: TinyModelConfig, out_dir: str | os.PathLike[str]) -> Path:
         model.save_pretrained(tmp, safe_serialization=True)
         processor.save_pretrained(tmp)
         (tmp / "qsave_tiny.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True))
+        save_sampler_config(tmp, LOCAL_SAMPLER)
     return Path(out_dir)
+
+
+def save_sampler_config(model_dir: str | os.PathLike[str], cfg: SamplerConfig) -> Path:
+    """Record in a model directory which sampler its inputs come from (write it beside every checkpoint)."""
+    return write_text_atomic(
+        Path(model_dir) / SAMPLER_FILE, json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True)
+    )
+
+
+def model_sampler_config(model_dir: str | os.PathLike[str]) -> SamplerConfig | None:
+    """The sampler config recorded in a model directory, or ``None`` when it records none."""
+    path = Path(model_dir) / SAMPLER_FILE
+    if not path.is_file():
+        return None
+    try:
+        return SamplerConfig(**json.loads(path.read_text()))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: not a valid sampler config ({exc}); delete or rewrite it") from exc
 
 
 def tiny_model_path(

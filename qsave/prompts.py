@@ -395,7 +395,7 @@ def parse_lenient(text: str) -> ParsedAnswer:
         rest = rest[:close_at]
     levels = {}
     for dim in DIMENSIONS:
-        pattern = rf"{re.escape(DIMENSION_NAMES[dim])}\s*[:=\-]\s*\**\s*({'|'.join(LEVELS)})\b"
+        pattern = rf"{re.escape(DIMENSION_NAMES[dim])}\**\s*[:=\-]\s*\**\s*({'|'.join(LEVELS)})\b"
         found = re.findall(pattern, rest, re.I)
         if found:
             levels[dim] = found[-1].lower()

@@ -11,7 +11,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-GROUP_MODULES = ("qsave.cli.data", "qsave.cli.eval")
+GROUP_MODULES = ("qsave.cli.data", "qsave.cli.eval", "qsave.cli.score")
 
 
 def build_parser() -> argparse.ArgumentParser:
