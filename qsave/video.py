@@ -23,6 +23,7 @@ import contextlib
 import math
 import os
 import signal
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -420,16 +421,19 @@ def _decode(
 
 _CACHE_SIZE: Final = 4096
 _cache: dict[tuple[str, int, int], VideoInfo] = {}
+_cache_lock = threading.Lock()  # validation probes from a thread pool
 
 
 def _cached(path: str, stat: os.stat_result) -> VideoInfo | None:
-    return _cache.get((path, stat.st_size, stat.st_mtime_ns))
+    with _cache_lock:
+        return _cache.get((path, stat.st_size, stat.st_mtime_ns))
 
 
 def _remember(path: str, stat: os.stat_result, info: VideoInfo) -> None:
-    if len(_cache) >= _CACHE_SIZE:
-        _cache.pop(next(iter(_cache)))
-    _cache[(path, stat.st_size, stat.st_mtime_ns)] = info
+    with _cache_lock:
+        if len(_cache) >= _CACHE_SIZE:
+            _cache.pop(next(iter(_cache)))
+        _cache[(path, stat.st_size, stat.st_mtime_ns)] = info
 
 
 def _preload_decoders() -> None:
