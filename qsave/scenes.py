@@ -326,21 +326,30 @@ def _placements(
     return out
 
 
-def _draw_object(
-    frames: np.ndarray,
-    group: DrawnGroup,
-    place: _Placement,
-    morph: np.ndarray,
-    xs: np.ndarray,
-    ys: np.ndarray,
-) -> None:
+_SHAPE_EXTENT: Final = 1.3
+"""Every shape (and any blend of them) lies within this many radii of its centre."""
+
+
+def _patch_origins(centre: np.ndarray, size: int, limit: int) -> np.ndarray:
+    """(T,) top-left corner of a ``size`` patch around each centre, kept inside ``[0, limit)``.
+
+    A clamped patch still holds every visible pixel of the object: it covers the frame's edge strip.
+    """
+    return np.clip(np.floor(centre).astype(np.int64) - size // 2, 0, limit - size)
+
+
+def _draw_object(frames: np.ndarray, group: DrawnGroup, place: _Placement, morph: np.ndarray) -> None:
+    """Composite one object into ``frames`` (T, H, W, 3), working on a patch around it per frame."""
+    num_frames, height, width = frames.shape[:3]
+    size = min(2 * math.ceil(_SHAPE_EXTENT * float(place.radius.max()) + 1.0) + 2, height, width)
+    rows = _patch_origins(place.centre[:, 1], size, height)[:, None] + np.arange(size)
+    cols = _patch_origins(place.centre[:, 0], size, width)[:, None] + np.arange(size)
     r = place.radius[:, None, None]
-    u = (xs[None, None, :] - place.centre[:, 0, None, None]) / r
-    v = (ys[None, :, None] - place.centre[:, 1, None, None]) / r
+    u = (cols[:, None, :] + 0.5 - place.centre[:, 0, None, None]) / r
+    v = (rows[:, :, None] + 0.5 - place.centre[:, 1, None, None]) / r
     weights = np.asarray(group.shape_weights, dtype=np.float64)
-    target = morph_target(group.shape_weights)
     per_frame = (1.0 - morph)[:, None] * weights[None, :]
-    per_frame[:, target] += morph
+    per_frame[:, morph_target(group.shape_weights)] += morph
     dist = np.zeros(np.broadcast_shapes(u.shape, v.shape))
     for k, shape in enumerate(SHAPES):
         if np.any(per_frame[:, k] > 0.0):
@@ -350,9 +359,10 @@ def _draw_object(
     shade = 0.80 + 0.20 * np.clip(0.5 - 0.35 * (u + v), 0.0, 1.0)
     shade *= 1.0 - 0.35 * np.clip(1.0 - np.abs(dist_px + 1.5), 0.0, 1.0)
     highlight = 0.35 * np.exp(-((u + 0.35) ** 2 + (v + 0.35) ** 2) / 0.06)
-    colour = np.asarray(group.rgb)[None, None, None, :] * shade[..., None] + highlight[..., None]
-    a = alpha[..., None]
-    frames += a * (np.clip(colour, 0.0, 1.0) - frames)
+    colour = np.clip(np.asarray(group.rgb) * shade[..., None] + highlight[..., None], 0.0, 1.0)
+    index = (np.arange(num_frames)[:, None, None], rows[:, :, None], cols[:, None, :])
+    patch = frames[index]
+    frames[index] = patch + alpha[..., None] * (colour - patch)
 
 
 def render(
@@ -377,12 +387,10 @@ def render(
     x0 = margin + camera[:, 0]
     y0 = _SHAKE_LIMIT + 1 + camera[:, 1]
     frames = np.stack([canvas[y : y + height, x : x + width] for x, y in zip(x0, y0)])
-    xs = np.arange(width, dtype=np.float64) + 0.5
-    ys = np.arange(height, dtype=np.float64) + 0.5
     placements_by_group = _placements(drawn, motion, camera.astype(np.float64), width, height, rng)
     for group, placements in zip(drawn.groups, placements_by_group):
         if group.opacity <= 0.0:
             continue
         for place in placements:
-            _draw_object(frames, group, place, motion.morph, xs, ys)
+            _draw_object(frames, group, place, motion.morph)
     return np.clip(frames, 0.0, 1.0).astype(np.float32)
