@@ -11,7 +11,9 @@ Qwen3-VL fuses two consecutive frames into one temporal patch, so both pathways 
 *pairs*: pair k is sampled frames (2k, 2k+1), one sampling interval apart, and every pathway has an even
 frame count. The slow pathway takes whole pairs spread evenly over the window, so its patches see motion
 too. Sizes keep the source's aspect ratio, snap to multiples of 32 (patch 16 × spatial merge 2) and never
-upscale. A segment of T frames at H×W costs ⌈T/2⌉·(H/32)·(W/32) visual tokens.
+upscale; the fast long side is at most ``fast_long_side / slow_long_side`` of the slow one, so a source
+smaller than the slow target still gets a proportionally cheaper fast pathway. A segment of T frames at
+H×W costs ⌈T/2⌉·(H/32)·(W/32) visual tokens.
 
 **Token budget** (``max_visual_tokens``, both segments together). When the plan exceeds it, the sampler
 in turn (1) lowers the fast pathway's long side in steps of 32 down to ``fast_min_long_side``, (2) keeps
@@ -220,13 +222,14 @@ def plan_sampling(
     slow_idx = pair_frames(indices, spread_pairs(num_pairs, cfg.slow_frames // TEMPORAL_PATCH))
     window_s = window_frames(num_frames, source_fps, cfg) / source_fps
     slow_long, fast_long, fast_pairs = cfg.slow_long_side, cfg.fast_long_side, num_pairs
+    fast_scale = cfg.fast_long_side / cfg.slow_long_side
 
     def build() -> SamplingPlan:
         fast_idx = (
             indices if fast_pairs == num_pairs else pair_frames(indices, spread_pairs(num_pairs, fast_pairs))
         )
         sw, sh = snap_size(width, height, slow_long)
-        fw, fh = snap_size(width, height, min(fast_long, slow_long))
+        fw, fh = snap_size(width, height, min(fast_long, fast_scale * max(sw, sh)))
         return SamplingPlan(PathwayPlan(slow_idx, sw, sh), PathwayPlan(fast_idx, fw, fh), rate, window_s)
 
     plan = build()

@@ -134,6 +134,14 @@ def test_plan_pairs_are_adjacent_samples_and_slow_is_within_fast() -> None:
     assert plan.tokens <= uniform.tokens / 3
 
 
+def test_small_sources_keep_the_fast_pathway_proportionally_smaller() -> None:
+    plan = plan_sampling(96, 24.0, 128, 128, SamplerConfig())
+    assert (plan.slow.width, plan.slow.height) == (128, 128)
+    assert (plan.fast.width, plan.fast.height) == (32, 32)  # 128 × 160/448, snapped
+    local = plan_sampling(96, 24.0, 128, 128, LOCAL_SAMPLER)
+    assert (local.slow.width, local.fast.width) == (128, 64)
+
+
 def test_budget_shrinks_fast_resolution_first() -> None:
     full = plan_sampling(161, 16.0, 1360, 768, SamplerConfig())
     cfg = SamplerConfig(max_visual_tokens=full.tokens - 1)
