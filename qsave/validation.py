@@ -344,3 +344,36 @@ def _summary(
             "data_docs": "data_docs/index.html",
         },
     }
+
+
+def summary_html(summary: dict[str, Any], quarantine: pd.DataFrame | None = None, max_rows: int = 50) -> str:
+    """The validation summary as an HTML fragment (a Flyte Deck): counts, reasons and quarantined rows."""
+    from html import escape
+
+    verdict = "passed" if summary["passed"] else "FAILED"
+    limit = summary["thresholds"]["max_quarantine_fraction"]
+    head = (
+        f"<h2>Validation {verdict}</h2><p>{summary['rows_in']} rows in = {summary['valid']} valid + "
+        f"{summary['quarantined']} quarantined ({summary['quarantined_fraction']:.1%}; limit {limit:.0%}). "
+        f"Valid dataset version <code>{escape(str(summary['valid_dataset_version']))}</code>.</p>"
+    )
+    reasons = "".join(
+        f"<tr><td>{escape(reason)}</td><td>{count}</td></tr>"
+        for reason, count in summary["by_reason"].items()
+        if count
+    )
+    table = f"<table><tr><th>reason</th><th>rows</th></tr>{reasons}</table>" if reasons else ""
+    rows = ""
+    if quarantine is not None and len(quarantine):
+        shown = quarantine.head(max_rows)
+        body = "".join(
+            f"<tr><td>{escape(str(r.video_id))}</td><td>{escape(str(r.quarantine_reason))}</td>"
+            f"<td>{escape(str(r.quarantine_detail))}</td></tr>"
+            for r in shown.itertuples(index=False)
+        )
+        more = f"<p>… and {len(quarantine) - len(shown)} more.</p>" if len(quarantine) > len(shown) else ""
+        rows = (
+            "<h3>Quarantined rows</h3><table><tr><th>video_id</th><th>reason</th><th>detail</th></tr>"
+            f"{body}</table>{more}"
+        )
+    return head + table + rows
