@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,6 +18,7 @@ from qsave.baseline import (
     run_baseline,
     sample_indices,
 )
+from qsave.manifest import write_manifest
 from qsave.schema import DIMENSIONS
 
 FRAMES, SIZE = 12, 96
@@ -139,15 +142,22 @@ def test_real_videos_and_missing_ones_become_reported_rows(tmp_path, capsys) -> 
     assert sorted(run.failures["video_id"]) == ["cogvideox_13", "cogvideox_2", "cogvideox_4", "cogvideox_5"]
     assert set(run.failures["reason"]) == {"video_missing"}
     assert run.predictions[[f"pred_{d}" for d in DIMENSIONS]].notna().all().all()
-    # The same predictions go through `qsave eval` with the toy set's ratings.
+    # The same predictions go through `qsave eval` with the toy set's ratings, beside a baseline that
+    # the CLI fits itself from the manifest.
     rows = manifest[["video_id", "generator", *[f"mos_{d}" for d in DIMENSIONS]]]
     predictions = tmp_path / "aigve_baseline.csv"
     rows.merge(run.predictions, on="video_id", how="left").to_csv(predictions, index=False)
-    code = main(
-        ["eval", "--predictions", str(predictions), "--out", str(tmp_path / "r"), "--bootstrap", "50"]
-    )
+    manifest_path = write_manifest(manifest, tmp_path / "manifest.parquet")
+    out = tmp_path / "report"
+    args = ["eval", "--predictions", str(predictions), "--baseline", str(manifest_path), "--out", str(out)]
+    code = main([*args, "--bootstrap", "50", "--json"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert "candidate (10 of 10 videos scored)" in captured.out  # missing videos: rows with empty preds
+    numbers = json.loads(captured.out)
+    assert numbers["n_vq"] == 6 and numbers["n_excluded_vq"] == 4  # missing videos: rows with empty preds
+    assert "delta_baseline_srcc_vq" in numbers
     assert "only 1 generator" in captured.err  # model level needs three generators: flagged, not faked
-    assert (tmp_path / "r" / "report.html").is_file()
+    assert "cogvideox_2" in captured.err and "video_missing" in captured.err
+    assert BaselineModel.load(out / "baseline_model.json").n_train["vq"] == 6
+    assert len(pd.read_csv(out / "baseline_failures.csv")) == 4
+    assert (out / "report.html").is_file()
