@@ -187,8 +187,12 @@ def generate_answers(
     clips: Sequence[SlowFastClip | Pathway],
     prompts: Sequence[str],
     max_new_tokens: int,
+    min_new_tokens: int = 0,
 ) -> list[str]:
-    """Greedy (deterministic) generation of the full CoT answer, starting after ``<think>``."""
+    """Greedy (deterministic) generation of the full CoT answer, starting after ``<think>``.
+
+    ``min_new_tokens`` forces a length (benchmarks: an untrained model never stops on its own).
+    """
     import torch
 
     batch = build_inputs(processor, clips, prompts, answer_prefixes=[THINK_OPEN] * len(clips))
@@ -199,6 +203,7 @@ def generate_answers(
         out = model.generate(
             **kwargs,
             max_new_tokens=max_new_tokens,
+            min_new_tokens=min_new_tokens,
             do_sample=False,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
