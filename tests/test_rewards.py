@@ -32,7 +32,7 @@ LEVELS = {"vq": "poor", "mq": "good", "ta": "bad", "overall": "fair"}
 REFERENCE = build_target(ROW)
 
 
-def columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+def columns(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """trl's reward kwargs: one list per dataset column, one value per completion."""
     return {key: [r[key] for r in rows] for key in rows[0]}
 
