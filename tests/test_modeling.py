@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,7 @@ from qsave.modeling import (
     build_tiny,
     load_model,
     model_sampler_config,
+    resolve_model_path,
     tiny_model_path,
 )
 from qsave.prompts import level_text, level_token_ids
@@ -131,3 +133,31 @@ def test_sampler_config_is_recorded_in_the_model_dir(tiny_dir: Path, tmp_path: P
 def test_unknown_model_fails_with_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="cannot load model"):
         load_model(str(tmp_path / "nowhere"))
+
+
+def test_mlflow_model_uri_resolves_to_the_saved_model(
+    tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registered pyfunc model carrying the Hugging Face directory as an artefact loads by alias."""
+    import mlflow
+    import mlflow.pyfunc
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+    class Echo(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+        def predict(self, context: Any, model_input: list[Any]) -> list[Any]:
+            return model_input
+
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=Echo(),
+            artifacts={"hf_model": str(tiny_dir)},
+            registered_model_name="qsave",
+        )
+    mlflow.MlflowClient().set_registered_model_alias("qsave", "champion", info.registered_model_version)
+    resolved = Path(resolve_model_path("models:/qsave@champion"))
+    assert file_sha256(resolved / "model.safetensors") == file_sha256(tiny_dir / "model.safetensors")
+    model, _ = load_model("models:/qsave@champion")
+    assert model.config.model_type == "qwen3_vl"
