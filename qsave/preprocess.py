@@ -4,12 +4,12 @@ A manifest is split into balanced shards (:func:`shard_manifest`); each shard is
 independently (:func:`preprocess_shard`, the body of one map task) and the shards' tables are merged
 into one (:func:`merge_results`): ``video_id`` → clip file, visual tokens, status.
 
-Cache layout: ``<cache_dir>/<config fingerprint>/<video sha256>.npz`` — one compressed file per distinct
-video content and sampler config (:meth:`SamplerConfig.fingerprint`), written atomically. A video whose
-bytes and config are unchanged is never decoded again, whatever its path or row. A video that fails
-leaves ``<sha256>.<limits hash>.failed.json`` beside it, so a rerun reports the same error without
-decoding it again (except ``decode_timeout``, which depends on load and is retried); delete the file to
-retry sooner.
+Cache layout: ``<cache_dir>/<config fingerprint>/<video sha256>.npz`` (default ``cache_dir``:
+:func:`clip_cache_dir`) — one compressed file per distinct video content and sampler config
+(:meth:`SamplerConfig.fingerprint`), written atomically. A video whose bytes and config are unchanged is
+never decoded again, whatever its path or row. A video that fails leaves
+``<sha256>.<limits hash>.failed.json`` beside it, so a rerun reports the same error without decoding it
+again (except ``decode_timeout``, which depends on load and is retried); delete the file to retry sooner.
 
 Each row ends in one status — ``processed`` (decoded now), ``cached`` (clip already there) or ``failed``
 (``reason`` and ``detail`` say why: a :class:`qsave.video.VideoError` code, ``video_missing`` for a path
@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 
 from qsave.manifest import resolve_video_path
+from qsave.modeling import qsave_home
 from qsave.slowfast import SAMPLER_VERSION, Pathway, SamplerConfig, SlowFastClip, sample_clip
 from qsave.storage import atomic_path, file_sha256, write_text_atomic
 from qsave.versioning import config_hash
@@ -66,6 +67,11 @@ def shard_manifest(df: pd.DataFrame, n_shards: int) -> list[pd.DataFrame]:
     ordered = df.sort_values("video_id", kind="stable").reset_index(drop=True)
     count = max(1, min(n_shards, len(ordered)))
     return [ordered.iloc[i::count].reset_index(drop=True) for i in range(count)]
+
+
+def clip_cache_dir() -> Path:
+    """The default cache: ``$QSAVE_HOME/clips`` (``~/.cache/qsave/clips`` when QSAVE_HOME is unset)."""
+    return qsave_home() / "clips"
 
 
 def clip_path_for(cache_dir: str | os.PathLike[str], sha256: str, cfg: SamplerConfig) -> Path:

@@ -229,7 +229,7 @@ def plan_sampling(
             indices if fast_pairs == num_pairs else pair_frames(indices, spread_pairs(num_pairs, fast_pairs))
         )
         sw, sh = snap_size(width, height, slow_long)
-        fw, fh = snap_size(width, height, min(fast_long, fast_scale * max(sw, sh)))
+        fw, fh = snap_size(width, height, min(fast_long, round(fast_scale * max(sw, sh))))
         return SamplingPlan(PathwayPlan(slow_idx, sw, sh), PathwayPlan(fast_idx, fw, fh), rate, window_s)
 
     plan = build()

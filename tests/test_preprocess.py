@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from conftest import SHARED_DATA
 from qsave.preprocess import (
     RESULT_COLUMNS,
     STATUSES,
+    clip_cache_dir,
     clip_path_for,
     load_clip,
     merge_results,
@@ -100,6 +102,7 @@ def test_clip_file_round_trip_and_key(tmp_path: Path) -> None:
     clip = sample_clip(LAVIE[0], LOCAL_SAMPLER, LIMITS)
     path = save_clip(clip, clip_path_for(tmp_path, file_sha256(LAVIE[0]), LOCAL_SAMPLER))
     assert path.parent.name == LOCAL_SAMPLER.fingerprint() and path.stem == file_sha256(LAVIE[0])
+    assert clip_cache_dir() == Path(os.environ["QSAVE_HOME"]) / "clips"
     loaded = load_clip(path)
     for got, want in ((loaded.slow, clip.slow), (loaded.fast, clip.fast)):
         np.testing.assert_array_equal(got.frames, want.frames)
