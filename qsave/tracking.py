@@ -130,7 +130,8 @@ def flatten_params(config: Any, prefix: str = "") -> dict[str, str]:
 
 def read_step_metrics(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, float]]]:
     """``(step, {name: value})`` per line of a stage's ``metrics.jsonl``; the step is ``step`` (or
-    ``global_step`` when an integer, else the line number); numeric fields only (bools and strings are skipped)."""
+    ``global_step`` when an integer, else the line number); numeric fields only (bools and strings are
+    skipped)."""
     with open(path, encoding="utf-8") as fh:
         for number, line in enumerate(fh, start=1):
             if not line.strip():
