@@ -276,9 +276,14 @@ def resolve_model_path(name_or_path: str) -> str:
 
 
 def _download_mlflow_model(uri: str) -> Path:
-    """Download a registered model's artefacts and find the saved Hugging Face model directory in them."""
+    """Download a registered model's artefacts and find the saved Hugging Face model directory in them
+    (a :mod:`qsave.serving` pyfunc keeps it as its ``model_dir`` artifact). The tracking/registry URI is
+    :func:`qsave.tracking.tracking_uri` (``$MLFLOW_TRACKING_URI`` or the local sqlite default)."""
     import mlflow.artifacts
 
+    from qsave.tracking import configure
+
+    configure()
     root = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     candidates = sorted(p.parent for p in root.rglob("config.json") if any(p.parent.glob("*.safetensors")))
     if not candidates:
