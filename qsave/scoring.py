@@ -12,14 +12,19 @@ them lets "overall" copy the earlier slots (DESIGN.md "Scoring trap").
 M-RoPE for the prompt, then +1 per decoded token), so a video's scores do not depend on its batch-mates
 beyond float round-off (tested within 1e-5).
 
+**Videos** (:func:`score_videos`): decode and sample each file, score in batches, one JSON-ready record
+per video in input order; a video that cannot be decoded gets an error record (its
+:class:`qsave.video.VideoError` reason) and the rest go on.
+
 **Explanations** (``explain=True``): greedy generation of the full CoT answer (deterministic), read with
 the lenient parser into a rationale and taxonomy reasons per dimension.
 """
 
 from __future__ import annotations
 
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +38,8 @@ from qsave.prompts import (
     slot_continuations,
 )
 from qsave.schema import DIMENSIONS, LEVELS, REASON_DIMENSIONS
-from qsave.slowfast import Pathway, SlowFastClip
+from qsave.slowfast import Pathway, SamplerConfig, SlowFastClip, sample_clip, sample_uniform
+from qsave.video import VideoError
 
 if TYPE_CHECKING:
     import torch
@@ -86,12 +92,23 @@ class Explanation:
 
 @dataclass(frozen=True)
 class ScoringConfig:
-    """How to score: batch size, whether and how long to generate explanations."""
+    """How :func:`score_videos` scores: batch size, sampling path, whether and how long to explain."""
 
     batch_size: int = 4
+    uniform: bool = False
+    """One uniformly sampled segment (Qwen3-VL's default path) instead of the SlowFast pair."""
     explain: bool = False
     max_new_tokens: int = 256
     """Cap on generated explanation tokens (explain mode only)."""
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """One video to score: its id, file path and generation prompt."""
+
+    video_id: str
+    path: str
+    prompt: str
 
 
 @dataclass
@@ -157,7 +174,7 @@ def read_level_slots(model: Any, tokenizer: Any, model_kwargs: dict[str, torch.T
     cache = out.cache
     next_position = positions.amax(dim=-1, keepdim=True) + 1  # (4, batch, 1)
     probs = []
-    for step, _dim in enumerate(DIMENSIONS):
+    for step in range(len(DIMENSIONS)):
         p = level_distribution(out.logits[:, -1, :], level_ids)
         probs.append(p)
         if step == len(DIMENSIONS) - 1:
@@ -253,3 +270,86 @@ def score_clips(
         }
         results.append(VideoScores(dimensions=dims, explanation=explanations[i]))
     return results
+
+
+def score_record(request: ScoreRequest, result: VideoScores, timing_ms: dict[str, float]) -> dict[str, Any]:
+    """A scored video as one JSON-ready record (the ``qsave score`` line format)."""
+    explanation = result.explanation
+    return {
+        "video_id": request.video_id,
+        "path": request.path,
+        "prompt": request.prompt,
+        "scores": {d: round(s.score, 6) for d, s in result.dimensions.items()},
+        "levels": result.levels(),
+        "level_probs": {
+            d: dict(zip(LEVELS, (round(p, 6) for p in s.probs))) for d, s in result.dimensions.items()
+        },
+        "reasons": {d: list(r) for d, r in explanation.reasons.items()} if explanation else None,
+        "explanation": explanation.rationale if explanation else None,
+        "timing_ms": {k: round(v, 2) for k, v in timing_ms.items()},
+    }
+
+
+def error_record(request: ScoreRequest, error: VideoError) -> dict[str, Any]:
+    """A video that could not be read: its reason code and detail instead of scores."""
+    return {
+        "video_id": request.video_id,
+        "path": request.path,
+        "prompt": request.prompt,
+        "error": error.reason,
+        "detail": error.detail,
+    }
+
+
+def score_videos(
+    requests: Sequence[ScoreRequest],
+    model: Any,
+    processor: Any,
+    sampler: SamplerConfig,
+    cfg: ScoringConfig = ScoringConfig(),
+    progress: bool = False,
+) -> Iterator[dict[str, Any]]:
+    """Decode, score and (optionally) explain each video; yields one record per request, in order.
+
+    Timing per video: ``decode`` (its own), ``score`` and ``explain`` (its batch's, shared equally).
+    """
+    from tqdm import tqdm
+
+    with tqdm(
+        total=len(requests), desc="scoring", unit="video", file=sys.stderr, disable=not progress
+    ) as bar:
+        for start in range(0, len(requests), cfg.batch_size):
+            batch = requests[start : start + cfg.batch_size]
+            records: dict[int, dict[str, Any]] = {}
+            ready: list[tuple[int, SlowFastClip | Pathway, float]] = []
+            for i, request in enumerate(batch):
+                began = time.perf_counter()
+                try:
+                    clip = (sample_uniform if cfg.uniform else sample_clip)(request.path, sampler)
+                except VideoError as exc:
+                    records[i] = error_record(request, exc)
+                    continue
+                ready.append((i, clip, (time.perf_counter() - began) * 1e3))
+            if ready:
+                timing = ScoreTiming()
+                results = score_clips(
+                    model,
+                    processor,
+                    [clip for _, clip, _ in ready],
+                    [batch[i].prompt for i, _, _ in ready],
+                    explain=cfg.explain,
+                    max_new_tokens=cfg.max_new_tokens,
+                    timing=timing,
+                )
+                for (i, _, decode_ms), result in zip(ready, results):
+                    records[i] = score_record(
+                        batch[i],
+                        result,
+                        {
+                            "decode": decode_ms,
+                            "score": (timing.inputs_ms + timing.scoring_ms) / len(ready),
+                            "explain": timing.explain_ms / len(ready),
+                        },
+                    )
+            yield from (records[i] for i in range(len(batch)))
+            bar.update(len(batch))

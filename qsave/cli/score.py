@@ -20,24 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from qsave.scoring import VideoScores
-    from qsave.slowfast import Pathway, SamplerConfig, SlowFastClip
+    from qsave.scoring import ScoreRequest
+    from qsave.slowfast import SamplerConfig
 
 MANIFEST_SUFFIXES = (".parquet", ".jsonl")
-
-
-@dataclass(frozen=True)
-class ScoreItem:
-    video_id: str
-    path: str
-    prompt: str
 
 
 def register(groups: argparse._SubParsersAction) -> None:
@@ -75,12 +66,13 @@ class InputError(ValueError):
     """Inputs that name no video or lack a prompt."""
 
 
-def collect_items(inputs: Sequence[str], prompt: str | None) -> list[ScoreItem]:
+def collect_items(inputs: Sequence[str], prompt: str | None) -> list[ScoreRequest]:
     """The videos named by files, folders and manifests, in the order given."""
     from qsave.importers import VIDEO_EXTENSIONS, ImportFailed, import_folder
     from qsave.manifest import ManifestError, read_manifest, resolve_video_path
+    from qsave.scoring import ScoreRequest
 
-    items: list[ScoreItem] = []
+    items: list[ScoreRequest] = []
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():
@@ -89,7 +81,7 @@ def collect_items(inputs: Sequence[str], prompt: str | None) -> list[ScoreItem]:
             except ImportFailed as exc:
                 raise InputError(str(exc)) from exc
             items += [
-                ScoreItem(str(r.video_id), str(r.video_path), prompt or str(r.prompt))
+                ScoreRequest(str(r.video_id), str(r.video_path), prompt or str(r.prompt))
                 for r in frame.itertuples()
             ]
         elif path.suffix.lower() in MANIFEST_SUFFIXES:
@@ -98,7 +90,7 @@ def collect_items(inputs: Sequence[str], prompt: str | None) -> list[ScoreItem]:
             except ManifestError as exc:
                 raise InputError(str(exc)) from exc
             items += [
-                ScoreItem(
+                ScoreRequest(
                     str(r.video_id),
                     str(resolve_video_path(str(r.video_path), path.parent)),
                     prompt or str(r.prompt),
@@ -108,7 +100,7 @@ def collect_items(inputs: Sequence[str], prompt: str | None) -> list[ScoreItem]:
         elif path.suffix.lower() in VIDEO_EXTENSIONS or not path.exists():
             if prompt is None:
                 raise InputError(f"{path}: a video given directly needs --prompt (its generation prompt)")
-            items.append(ScoreItem(path.stem, str(path), prompt))
+            items.append(ScoreRequest(path.stem, str(path), prompt))
         else:
             raise InputError(
                 f"{path}: not a video ({', '.join(VIDEO_EXTENSIONS)}), a folder or a manifest "
@@ -129,92 +121,6 @@ def _sampler(choice: str, model_dir: str) -> SamplerConfig:
         return SamplerConfig()
     recorded = model_sampler_config(model_dir) if Path(model_dir).is_dir() else None
     return recorded or SamplerConfig()
-
-
-def _result_line(item: ScoreItem, result: VideoScores, timing: dict[str, float]) -> dict[str, Any]:
-    from qsave.schema import LEVELS
-
-    explanation = result.explanation
-    return {
-        "video_id": item.video_id,
-        "path": item.path,
-        "prompt": item.prompt,
-        "scores": {d: round(s.score, 6) for d, s in result.dimensions.items()},
-        "levels": result.levels(),
-        "level_probs": {
-            d: dict(zip(LEVELS, (round(p, 6) for p in s.probs))) for d, s in result.dimensions.items()
-        },
-        "reasons": {d: list(r) for d, r in explanation.reasons.items()} if explanation else None,
-        "explanation": explanation.rationale if explanation else None,
-        "timing_ms": {k: round(v, 2) for k, v in timing.items()},
-    }
-
-
-def _error_line(item: ScoreItem, reason: str, detail: str) -> dict[str, Any]:
-    return {
-        "video_id": item.video_id,
-        "path": item.path,
-        "prompt": item.prompt,
-        "error": reason,
-        "detail": detail,
-    }
-
-
-def score_items(
-    items: Sequence[ScoreItem],
-    model: Any,
-    processor: Any,
-    sampler: SamplerConfig,
-    *,
-    uniform: bool = False,
-    batch_size: int = 4,
-    explain: bool = False,
-    max_new_tokens: int = 256,
-    progress: bool = True,
-) -> Iterator[dict[str, Any]]:
-    """Decode, score and (optionally) explain each item; yields one JSON-ready dict per item, in order."""
-    from tqdm import tqdm
-
-    from qsave.scoring import ScoreTiming, score_clips
-    from qsave.slowfast import sample_clip, sample_uniform
-    from qsave.video import VideoError
-
-    with tqdm(total=len(items), desc="scoring", unit="video", file=sys.stderr, disable=not progress) as bar:
-        for start in range(0, len(items), batch_size):
-            batch = items[start : start + batch_size]
-            lines: list[dict[str, Any] | None] = [None] * len(batch)
-            ready: list[tuple[int, SlowFastClip | Pathway, float]] = []
-            for i, item in enumerate(batch):
-                began = time.perf_counter()
-                try:
-                    clip = sample_uniform(item.path, sampler) if uniform else sample_clip(item.path, sampler)
-                except VideoError as exc:
-                    lines[i] = _error_line(item, exc.reason, exc.detail)
-                    continue
-                ready.append((i, clip, (time.perf_counter() - began) * 1e3))
-            if ready:
-                timing = ScoreTiming()
-                results = score_clips(
-                    model,
-                    processor,
-                    [clip for _, clip, _ in ready],
-                    [batch[i].prompt for i, _, _ in ready],
-                    explain=explain,
-                    max_new_tokens=max_new_tokens,
-                    timing=timing,
-                )
-                share = 1.0 / len(ready)
-                for (i, _, decode_ms), result in zip(ready, results):
-                    per_video = {
-                        "decode": decode_ms,
-                        "score": (timing.inputs_ms + timing.scoring_ms) * share,
-                        "explain": timing.explain_ms * share,
-                    }
-                    lines[i] = _result_line(batch[i], result, per_video)
-            for line in lines:
-                assert line is not None
-                yield line
-            bar.update(len(batch))
 
 
 def _write_lines(lines: Iterator[dict[str, Any]], out: IO[str]) -> tuple[int, int]:
@@ -240,21 +146,19 @@ def run(args: argparse.Namespace) -> int:
     from transformers.utils import logging as hf_logging
 
     from qsave.modeling import load_model, resolve_model_path
+    from qsave.scoring import ScoringConfig, score_videos
     from qsave.storage import atomic_path
 
     hf_logging.disable_progress_bar()
     model_dir = resolve_model_path(args.model)
     model, processor = load_model(model_dir, dtype=args.dtype, device=args.device)
-    lines = score_items(
-        items,
-        model,
-        processor,
-        _sampler(args.sampler, model_dir),
-        uniform=args.uniform,
+    cfg = ScoringConfig(
         batch_size=args.batch_size,
         explain=args.explain,
         max_new_tokens=args.max_new_tokens,
+        uniform=args.uniform,
     )
+    lines = score_videos(items, model, processor, _sampler(args.sampler, model_dir), cfg, progress=True)
     if args.out is None:
         ok, failed = _write_lines(lines, sys.stdout)
     else:
