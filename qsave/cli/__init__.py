@@ -11,7 +11,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-GROUP_MODULES = ("qsave.cli.data", "qsave.cli.eval", "qsave.cli.score")
+GROUP_MODULES = ("qsave.cli.data", "qsave.cli.eval", "qsave.cli.score", "qsave.cli.registry")
 
 
 def build_parser() -> argparse.ArgumentParser:
