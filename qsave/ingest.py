@@ -16,14 +16,13 @@ dropped here.
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from qsave.importers import FORMATS, import_source
 from qsave.manifest import read_manifest, resolve_video_path, write_manifest
-from qsave.storage import atomic_path
+from qsave.storage import atomic_path, link_or_copy
 from qsave.synthetic import MANIFEST_NAME, VIDEO_DIR, SynthConfig, generate_corpus
 
 if TYPE_CHECKING:
@@ -46,13 +45,6 @@ class IngestConfig:
     """Split for imported rows that carry none."""
 
 
-def _link_or_copy(src: Path, dest: Path) -> None:
-    try:
-        os.link(src, dest)
-    except OSError:
-        shutil.copy2(src, dest)
-
-
 def _localise_videos(frame: pd.DataFrame, base_dir: Path | None, out: Path) -> pd.DataFrame:
     """Bring every existing video into ``out/videos`` and point the rows at it (relative paths)."""
     (out / VIDEO_DIR).mkdir(parents=True, exist_ok=True)
@@ -62,7 +54,7 @@ def _localise_videos(frame: pd.DataFrame, base_dir: Path | None, out: Path) -> p
         if not src.is_file():
             continue
         name = f"{i:06d}_{Path(str(video_id)).name}{src.suffix.lower()}"
-        _link_or_copy(src, out / VIDEO_DIR / name)
+        link_or_copy(src, out / VIDEO_DIR / name)
         frame.loc[frame.index[i], "video_path"] = f"{VIDEO_DIR}/{name}"
     return frame
 

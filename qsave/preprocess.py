@@ -247,3 +247,95 @@ def merge_results(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
     if duplicated:
         raise ValueError(f"video_id(s) appear in more than one row: {', '.join(map(str, duplicated[:10]))}")
     return merged[list(RESULT_COLUMNS)].sort_values("video_id", kind="stable").reset_index(drop=True)
+
+
+EXPORT_TABLE: Final = "clips.parquet"
+EXPORT_CLIPS: Final = "clips"
+
+
+def export_clips(table: pd.DataFrame, out_dir: str | os.PathLike[str]) -> Path:
+    """Write a self-contained clip directory: ``clips/<sha>.npz`` + ``clips.parquet`` (relative clip paths).
+
+    ``table`` is a shard's or a merged table (:data:`RESULT_COLUMNS`; ``clip_path`` absolute, or relative
+    to a directory exported before). Clips are hard-linked when possible. Written atomically; returns
+    ``out_dir``.
+    """
+    from qsave.storage import link_or_copy
+
+    out = Path(out_dir)
+    exported = table[list(RESULT_COLUMNS)].copy()
+    relative = []
+    with atomic_path(out) as tmp:
+        (tmp / EXPORT_CLIPS).mkdir(parents=True)
+        for clip in exported["clip_path"]:
+            name = f"{EXPORT_CLIPS}/{Path(clip).name}" if clip else ""
+            if name and not (tmp / name).exists():
+                link_or_copy(clip, tmp / name)
+            relative.append(name)
+        exported["clip_path"] = relative
+        exported.to_parquet(tmp / EXPORT_TABLE, index=False)
+    return out
+
+
+def read_exported(clip_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """The table of an exported clip directory with ``clip_path`` made absolute (empty for failures)."""
+    import pandas as pd
+
+    root = Path(clip_dir)
+    table = pd.read_parquet(root / EXPORT_TABLE)
+    table["clip_path"] = [str(root / p) if p else "" for p in table["clip_path"]]
+    return table
+
+
+def merge_exported(
+    clip_dirs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str]
+) -> pd.DataFrame:
+    """Merge exported shard directories into one exported directory; returns the merged table."""
+    merged = merge_results([read_exported(d) for d in clip_dirs])
+    export_clips(merged, out_dir)
+    return merged
+
+
+def _png_base64(frames: np.ndarray) -> str:
+    """A row of frames (T,H,W,3 uint8) as one base64 PNG."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.concatenate(list(frames), axis=1)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def preview_html(table: pd.DataFrame, max_clips: int = 4) -> str:
+    """An HTML fragment (a Flyte Deck): status counts, then each pathway's frames for a few clips."""
+    from html import escape
+
+    counts = {status: int((table["status"] == status).sum()) for status in STATUSES}
+    parts = [
+        f"<h2>SlowFast preprocessing</h2><p>{len(table)} rows: "
+        + ", ".join(f"{n} {status}" for status, n in counts.items())
+        + f"; mean visual tokens per clip {table.loc[table['status'] != 'failed', 'tokens'].mean():.0f}.</p>"
+    ]
+    failed = table[table["status"] == "failed"]
+    if len(failed):
+        rows = "".join(
+            f"<tr><td>{escape(str(r.video_id))}</td><td>{escape(str(r.reason))}</td>"
+            f"<td>{escape(str(r.detail))}</td></tr>"
+            for r in failed.itertuples(index=False)
+        )
+        parts.append(
+            f"<h3>Failed</h3><table><tr><th>video_id</th><th>reason</th><th>detail</th></tr>{rows}</table>"
+        )
+    for row in table[table["status"] != "failed"].head(max_clips).itertuples(index=False):
+        clip = load_clip(str(row.clip_path))
+        parts.append(f"<h3>{escape(str(row.video_id))}</h3>")
+        for name, pathway in (("slow", clip.slow), ("fast", clip.fast)):
+            times = ", ".join(f"{t:.2f}" for t in pathway.timestamps)
+            parts.append(
+                f"<p>{name}: {pathway.num_frames} frames {pathway.width}×{pathway.height}, "
+                f"{pathway.tokens} tokens, t = [{times}] s</p>"
+                f'<img src="data:image/png;base64,{_png_base64(pathway.frames)}"/>'
+            )
+    return "".join(parts)

@@ -54,6 +54,16 @@ def write_text_atomic(dest: str | os.PathLike[str], text: str) -> Path:
     return write_bytes_atomic(dest, text.encode("utf-8"))
 
 
+def link_or_copy(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
+    """Hard-link ``src`` to ``dest`` (free on one filesystem), copying when linking is not possible."""
+    dest = Path(dest)
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copy2(src, dest)
+    return dest
+
+
 def file_sha256(path: str | os.PathLike[str]) -> str:
     """Hex SHA-256 of a file's bytes, read in chunks (memory stays bounded for large videos)."""
     digest = hashlib.sha256()

@@ -17,9 +17,13 @@ from qsave.preprocess import (
     STATUSES,
     clip_cache_dir,
     clip_path_for,
+    export_clips,
     load_clip,
+    merge_exported,
     merge_results,
     preprocess_shard,
+    preview_html,
+    read_exported,
     save_clip,
     shard_manifest,
 )
@@ -126,3 +130,24 @@ def test_merge_results_gives_one_row_per_video(manifest: tuple[pd.DataFrame, Pat
     with pytest.raises(ValueError, match="more than one row"):
         merge_results([results[0].table, results[0].table])
     assert merge_results([]).columns.tolist() == list(RESULT_COLUMNS)
+
+
+def test_exported_shards_merge_into_one_self_contained_directory(manifest: tuple[pd.DataFrame, Path]) -> None:
+    df, base = manifest
+    exported = [
+        export_clips(
+            preprocess_shard(shard, LOCAL_SAMPLER, LIMITS, base / "cache", base_dir=base).table,
+            base / f"shard{i}",
+        )
+        for i, shard in enumerate(shard_manifest(df, 2))
+    ]
+    shutil.rmtree(base / "cache")  # the merged directory must not depend on the cache
+    merged = merge_exported(exported, base / "merged")
+    table = read_exported(base / "merged")
+    assert table["video_id"].tolist() == merged["video_id"].tolist() == sorted(df["video_id"])
+    ok = table[table["status"] != "failed"]
+    assert len(ok) == 3 and all(str(p).startswith(str(base / "merged")) for p in ok["clip_path"])
+    clip = load_clip(ok["clip_path"].iloc[0])
+    assert clip.slow.num_frames == LOCAL_SAMPLER.slow_frames
+    html = preview_html(table, max_clips=1)
+    assert html.count("data:image/png;base64,") == 2 and "video_missing" in html
