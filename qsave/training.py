@@ -166,8 +166,10 @@ def runtime_arguments(profile: ProfileSettings, seed: int) -> dict[str, Any]:
     distribution, seeding, no external reporting."""
     kwargs: dict[str, Any] = {
         "bf16": profile.dtype == "bfloat16",
-        "gradient_checkpointing": profile.gradient_checkpointing,
-        "gradient_checkpointing_kwargs": {"use_reentrant": False} if profile.gradient_checkpointing else None,
+        "activation_checkpointing": profile.gradient_checkpointing,
+        "activation_checkpointing_kwargs": {"use_reentrant": False}
+        if profile.gradient_checkpointing
+        else None,
         "use_cpu": profile.use_cpu,
         "dataloader_num_workers": profile.dataloader_workers,
         "report_to": "none",
@@ -347,8 +349,9 @@ def lora_module_names(model: Any) -> list[str]:
 def load_for_training(model_dir: str, profile: ProfileSettings, lora: LoraSettings) -> tuple[Any, Any]:
     """``(model, processor)`` ready to train: a full model (never an adapter), with LoRA applied if asked.
 
-    Raises ``ValueError`` when ``model_dir`` holds a peft adapter or the loaded model already has LoRA
-    layers: stages hand over merged full models (see :func:`save_stage_model`).
+    Raises ``ValueError`` when ``model_dir`` holds a peft adapter (transformers would load its base and
+    attach it, and a new LoRA would then sit on an unmerged one): stages hand over merged full models
+    (see :func:`save_stage_model`).
     """
     import torch
 
@@ -362,8 +365,6 @@ def load_for_training(model_dir: str, profile: ProfileSettings, lora: LoraSettin
         dtype=getattr(torch, profile.dtype),
         attn_implementation=resolve_attn_implementation(profile.attn_implementation),
     )
-    if lora_module_names(model):
-        raise ValueError(f"{model_dir}: the model already has LoRA layers; merge them before training again")
     model.config.use_cache = False
     if lora.enabled:
         from peft import LoraConfig, get_peft_model
