@@ -1,0 +1,148 @@
+"""SFT end to end on a small synthetic corpus: the loss goes down, terms are logged, the merged model reloads
+and scores; final SFT chains from it with LoRA; an interrupted run resumed ends with the same weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from qsave.losses import dual_supervision_loss
+from qsave.manifest import read_manifest
+from qsave.modeling import load_model, model_sampler_config, tiny_model_path
+from qsave.preprocess import load_clip, merge_results, preprocess_shard
+from qsave.prompts import level_token_ids
+from qsave.schema import DIMENSIONS
+from qsave.scoring import score_clips
+from qsave.sft import CONFIG_FILE, SFTStageConfig, profile_configs, run_sft
+from qsave.slowfast import LOCAL_SAMPLER
+from qsave.synthetic import MANIFEST_NAME, SynthConfig, generate_corpus
+from qsave.training import (
+    LoraSettings,
+    SupervisedCollator,
+    SupervisedDataset,
+    load_examples,
+    lora_module_names,
+    read_metrics,
+)
+from qsave.video import DecodeLimits
+
+FAST = SFTStageConfig(per_device_batch_size=2, save_steps=2, warmup_ratio=0.0, lr_scheduler_type="linear")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A 24-clip synthetic dataset directory and its clip table (Parquet, relative clip paths)."""
+    root = tmp_path_factory.mktemp("sft")
+    dataset = root / "dataset"
+    generate_corpus(SynthConfig(n=24, width=64, height=64, num_frames=16, workers=1), dataset)
+    manifest = read_manifest(dataset / MANIFEST_NAME)
+    shard = preprocess_shard(manifest, LOCAL_SAMPLER, DecodeLimits(), root / "clips", base_dir=dataset)
+    table = merge_results([shard.table])
+    table["clip_path"] = [str(Path(p).relative_to(root)) for p in table["clip_path"]]
+    table.to_parquet(root / "clips.parquet")
+    return dataset, root / "clips.parquet"
+
+
+def training_loss(model_dir: Path, corpus: tuple[Path, Path]) -> tuple[float, float]:
+    """(ce, dist) of a model on the first 8 training examples, no-think targets, one batch."""
+    dataset, table = corpus
+    model, processor = load_model(str(model_dir))
+    examples, _ = load_examples(read_manifest(dataset / MANIFEST_NAME), table)
+    batch = SupervisedCollator(processor, 0.3)([SupervisedDataset(examples[:8], 0.0, 0)[i] for i in range(8)])
+    labels, positions, targets = (batch.pop(k) for k in ("labels", "level_positions", "level_targets"))
+    with torch.no_grad():
+        logits = model(**batch).logits
+    terms = dual_supervision_loss(
+        logits, labels, positions, targets, level_token_ids(processor.tokenizer), lam=1.0
+    )
+    return float(terms.ce), float(terms.dist)
+
+
+def test_sft_learns_logs_both_terms_and_hands_over_a_scoring_model(
+    corpus: tuple[Path, Path], tmp_path: Path
+) -> None:
+    dataset, table = corpus
+    cfg = dataclasses.replace(FAST, per_device_batch_size=4, max_steps=6, learning_rate=3e-3, save_steps=3)
+    model_dir = run_sft("tiny", dataset, table, cfg, tmp_path / "sft")
+    assert model_dir == tmp_path / "sft" / "model"
+
+    before, after = training_loss(tiny_model_path(), corpus), training_loss(model_dir, corpus)
+    assert after[0] < before[0] - 0.5, (before, after)  # token cross-entropy
+    assert after[0] + after[1] < before[0] + before[1]
+
+    events = read_metrics(tmp_path / "sft" / "metrics.jsonl")
+    steps = [e for e in events if "loss" in e]
+    assert [e["step"] for e in steps] == list(range(1, 7))
+    for event in steps:
+        assert {"ce", "dist", "learning_rate", "grad_norm", "epoch"} <= set(event)
+        assert event["loss"] == pytest.approx(event["ce"] + cfg.lam * event["dist"], rel=1e-4)
+    assert (model_dir / "metrics.jsonl").read_text() == (tmp_path / "sft" / "metrics.jsonl").read_text()
+    assert json.loads((model_dir / CONFIG_FILE).read_text())["config"]["max_steps"] == 6
+    assert json.loads((tmp_path / "sft" / "skipped.json").read_text()) == []
+    assert model_sampler_config(model_dir) == LOCAL_SAMPLER
+
+    model, processor = load_model(str(model_dir))
+    clip_path = pd.read_parquet(table)["clip_path"].iloc[0]
+    [scores] = score_clips(model, processor, [load_clip(table.parent / clip_path)], ["a red ball"])
+    assert set(scores.scores()) == set(DIMENSIONS)
+    assert all(1.0 <= s <= 5.0 for s in scores.scores().values())
+
+    # Final SFT: the same trainer from the stage's merged output, lower rate, here with LoRA.
+    lora = LoraSettings(enabled=True, rank=4, alpha=8)
+    final_cfg = dataclasses.replace(cfg, learning_rate=1e-3, max_steps=2, lora=lora)
+    final_dir = run_sft(model_dir, dataset, table, final_cfg, tmp_path / "final")
+    final_model, _ = load_model(str(final_dir))
+    assert not lora_module_names(final_model)
+    assert set(load_file(final_dir / "model.safetensors")) == set(load_file(model_dir / "model.safetensors"))
+    assert not (final_dir / "adapter_config.json").exists()
+
+
+def crash_after_save(step: int) -> Any:
+    """A callback that simulates a crash right after the checkpoint of ``step`` is written."""
+    from transformers import TrainerCallback  # after qsave's torchvision shim
+
+    class CrashAfterSave(TrainerCallback):
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step == step:
+                raise KeyboardInterrupt(f"simulated crash after step {step}")
+
+    return CrashAfterSave()
+
+
+def test_an_interrupted_run_resumed_ends_with_the_same_weights(
+    corpus: tuple[Path, Path], tmp_path: Path
+) -> None:
+    dataset, table = corpus
+    cfg = dataclasses.replace(FAST, max_steps=4, seed=7)
+    straight = run_sft("tiny", dataset, table, cfg, tmp_path / "straight")
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sft("tiny", dataset, table, cfg, tmp_path / "resumed", callbacks=[crash_after_save(2)])
+    assert not (tmp_path / "resumed" / "model").exists()
+    assert (tmp_path / "resumed" / "checkpoints" / "checkpoint-2").is_dir()
+    resumed = run_sft("tiny", dataset, table, cfg, tmp_path / "resumed", resume=True)
+
+    a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert set(a) == set(b)
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-6, rtol=0), name
+    losses = [
+        [e["loss"] for e in read_metrics(d.parent / "metrics.jsonl") if "loss" in e]
+        for d in (straight, resumed)
+    ]
+    assert losses[0] == pytest.approx(losses[1], abs=1e-6)
+    assert read_metrics(resumed.parent / "metrics.jsonl")[-1]["step"] == 4
+
+
+def test_profiles_share_one_trainer_and_differ_only_in_config() -> None:
+    local, production = profile_configs("local"), profile_configs("qwen3-vl-8b")
+    assert type(local["sft"]) is type(production["final_sft"]) is SFTStageConfig
+    assert production["sft"].profile.distributed == "deepspeed"
+    assert local["sft"].profile.use_cpu and not production["sft"].profile.use_cpu
