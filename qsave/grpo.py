@@ -43,6 +43,7 @@ import json
 import logging
 import math
 import os
+import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,26 +51,37 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from qsave.inputs import build_inputs
 from qsave.manifest import read_manifest
-from qsave.modeling import SPECIAL_TOKENS, load_model, model_sampler_config, save_sampler_config
+from qsave.modeling import SPECIAL_TOKENS, model_sampler_config, resolve_model_path
 from qsave.preprocess import load_clip
 from qsave.rewards import ACCURACY_SIGMA, reward_functions
 from qsave.schema import DIMENSIONS, REASON_DIMENSIONS, mos_column, reasons_column
-from qsave.storage import atomic_path, write_text_atomic
 from qsave.synthetic import MANIFEST_NAME
+from qsave.training import (
+    METRICS_FILE,
+    LoraSettings,
+    ProfileSettings,
+    StageOutputs,
+    TrainingExample,
+    last_checkpoint,
+    load_examples,
+    load_for_training,
+    metrics_callback,
+    runtime_arguments,
+    save_stage_model,
+    write_skipped,
+)
 
 if TYPE_CHECKING:
+    import pandas as pd
     import torch
+    from transformers import TrainerCallback
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE: Final = "metrics.jsonl"
-SKIPPED_FILE: Final = "skipped.jsonl"
-MODEL_DIR: Final = "model"
-CHECKPOINT_DIR: Final = "checkpoints"
+CONFIG_FILE: Final = "qsave_grpo_config.json"
+"""In the stage's model directory: the config it was trained with."""
 VISION_PLACEHOLDERS: Final = tuple(t for t in SPECIAL_TOKENS if t.startswith("<|vision") or "_pad|>" in t)
 """Tokens a rollout must never produce: they would be read as video/image positions."""
-LORA_TARGETS: Final = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-"""The language model's projections (Qwen3-VL's vision tower names its layers differently)."""
 
 
 @dataclass(frozen=True)
@@ -92,22 +104,15 @@ class GRPOStageConfig:
     reward_weights: tuple[float, float, float] = (1.0, 1.0, 0.5)
     """Weights of the format, accuracy and attribution rewards (in that order)."""
     accuracy_sigma: float = ACCURACY_SIGMA
-    lora_r: int = 16
-    """LoRA rank on the language model's projections; 0 trains every weight (full fine-tuning)."""
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    """LoRA on the language model (trl creates it; the reference is the model with the adapter off) or
+    full fine-tuning (trl loads a frozen copy as the reference when ``beta`` > 0)."""
     save_steps: int = 25
+    save_total_limit: int = 2
     seed: int = 0
     split: str = "train"
     """Manifest split the prompts come from."""
-    bf16: bool = False
-    gradient_checkpointing: bool = False
-    output_dir: str = ""
-    """Where trl writes checkpoints; empty: ``<out_dir>/checkpoints``."""
-    resume: bool = False
-    """Continue from the last checkpoint under the checkpoint directory when there is one."""
-    extra_args: dict[str, Any] = field(default_factory=dict)
-    """Further ``trl.GRPOConfig`` fields (e.g. DeepSpeed/FSDP settings of a cluster profile)."""
+    profile: ProfileSettings = field(default_factory=ProfileSettings)
 
     def __post_init__(self) -> None:
         if self.num_generations < 2:
@@ -124,55 +129,22 @@ class GRPOStageConfig:
 # --------------------------------------------------------------------------------------------- data
 
 
-def _clip_table(path: str | os.PathLike[str]) -> dict[str, str]:
-    """``video_id`` → absolute clip path of the processed/cached rows of a preprocess table."""
-    import pandas as pd
-
-    path = Path(path)
-    table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_json(path, lines=True)
-    clips = {}
-    for video_id, status, clip in table[["video_id", "status", "clip_path"]].itertuples(index=False):
-        if status in ("processed", "cached") and isinstance(clip, str) and clip:
-            clip_path = Path(clip)
-            clips[str(video_id)] = str(clip_path if clip_path.is_absolute() else path.parent / clip_path)
-    return clips
-
-
 def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def load_rows(
-    dataset_dir: str | os.PathLike[str], clips_table: str | os.PathLike[str], split: str = "train"
-) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
-    """GRPO rows (``prompt``, ``clip_path``, ``video_id``, MOS, reasons) of one split, and the skipped rows.
-
-    A row is skipped, with its ``video_id`` and the reason, when a MOS is empty or its video has no clip
-    in the preprocess table (failed or missing).
-    """
-    manifest = read_manifest(Path(dataset_dir) / MANIFEST_NAME)
-    clips = _clip_table(clips_table)
-    rows, skipped = [], []
-    for record in manifest[manifest["split"] == split].to_dict("records"):
-        video_id = str(record["video_id"])
-        empty = [mos_column(d) for d in DIMENSIONS if _is_missing(record.get(mos_column(d)))]
-        if empty:
-            skipped.append({"video_id": video_id, "reason": f"unrated: {', '.join(empty)} empty"})
-            continue
-        if video_id not in clips:
-            skipped.append({"video_id": video_id, "reason": f"no clip in {clips_table} (failed or missing)"})
-            continue
-        row: dict[str, Any] = {
-            "prompt": str(record["prompt"]),
-            "clip_path": clips[video_id],
-            "video_id": video_id,
-        }
-        row.update({mos_column(d): float(record[mos_column(d)]) for d in DIMENSIONS})
-        for dim in REASON_DIMENSIONS:
-            raw: Any = record.get(reasons_column(dim))
-            row[reasons_column(dim)] = [] if _is_missing(raw) else [str(c) for c in raw]
-        rows.append(row)
-    return rows, skipped
+def grpo_row(example: TrainingExample) -> dict[str, Any]:
+    """A GRPO dataset row: ``prompt`` and ``clip_path`` for the rollout, the columns the rewards read."""
+    row: dict[str, Any] = {
+        "prompt": example.prompt,
+        "clip_path": str(example.clip_path),
+        "video_id": example.video_id,
+    }
+    row.update({mos_column(d): float(example.row[mos_column(d)]) for d in DIMENSIONS})
+    for dim in REASON_DIMENSIONS:
+        raw: Any = example.row.get(reasons_column(dim))
+        row[reasons_column(dim)] = [] if _is_missing(raw) else [str(c) for c in raw]
+    return row
 
 
 # --------------------------------------------------------------------------------------------- trainer
@@ -371,110 +343,113 @@ def _grpo_args(cfg: GRPOStageConfig, output_dir: Path, processor: Any) -> Any:
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         num_iterations=cfg.num_iterations,
         reward_weights=list(cfg.reward_weights),
-        save_steps=cfg.save_steps,
         save_strategy="steps",
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        bf16=cfg.bf16,
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
         logging_steps=1,
-        report_to="none",
-        remove_unused_columns=False,
         disable_tqdm=True,
         generation_kwargs={"suppress_tokens": suppress},
-        **cfg.extra_args,
+        **runtime_arguments(cfg.profile, cfg.seed),
     )
 
 
-def _lora_config(cfg: GRPOStageConfig) -> Any:
-    if cfg.lora_r == 0:
+def _peft_config(lora: LoraSettings) -> Any:
+    if not lora.enabled:
         return None
     from peft import LoraConfig
 
     return LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=list(LORA_TARGETS),
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        bias="none",
         task_type="CAUSAL_LM",
     )
 
 
-def _write_jsonl(path: Path, records: Sequence[Mapping[str, Any]]) -> Path:
-    return write_text_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
-
-
-def _last_checkpoint(directory: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(directory)) if directory.is_dir() else None
-
-
 def build_trainer(
-    model: Any, processor: Any, rows: Sequence[Mapping[str, Any]], cfg: GRPOStageConfig, output_dir: Path
+    model: Any,
+    processor: Any,
+    rows: Sequence[Mapping[str, Any]],
+    cfg: GRPOStageConfig,
+    checkpoint_dir: Path,
+    callbacks: Sequence[TrainerCallback] = (),
 ) -> Any:
-    """A :class:`VideoGRPOTrainer` over ``rows`` (from :func:`load_rows`) with qsave's rewards."""
+    """A :class:`VideoGRPOTrainer` over ``rows`` (:func:`grpo_row`) with qsave's rewards.
+
+    ``model`` is a full model (no adapter): with ``cfg.lora.enabled`` trl adds the LoRA adapter.
+    """
     from datasets import Dataset
 
     model.train()
     return _trainer_class()(
         model=model,
         reward_funcs=reward_functions(cfg.accuracy_sigma),
-        args=_grpo_args(cfg, output_dir, processor),
+        args=_grpo_args(cfg, checkpoint_dir, processor),
         train_dataset=Dataset.from_list(list(rows)),
         processing_class=processor,
-        peft_config=_lora_config(cfg),
+        peft_config=_peft_config(cfg.lora),
+        callbacks=list(callbacks),
     )
 
 
 def run_grpo(
     model_dir: str | os.PathLike[str],
     dataset_dir: str | os.PathLike[str],
-    clips_table: str | os.PathLike[str],
+    clips_table: pd.DataFrame | str | os.PathLike[str],
     cfg: GRPOStageConfig,
     out_dir: str | os.PathLike[str],
+    *,
+    clips_base_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    callbacks: Sequence[TrainerCallback] = (),
 ) -> Path:
     """Train ``model_dir`` with GRPO on the rated rows of ``cfg.split``; return the merged model directory.
 
-    Writes into ``out_dir``: ``model/`` (a full model — LoRA merged — with its processor and sampler
-    config, loadable by :func:`qsave.modeling.load_model`), ``metrics.jsonl`` (trl's log history, one
-    line per step: ``rewards/<function>/mean``, ``reward``, ``kl``, ``completions/mean_length`` …),
-    ``skipped.jsonl`` (rows left out and why) and ``checkpoints/`` (every ``cfg.save_steps``).
+    Same layout as :func:`qsave.sft.run_sft` under ``out_dir``: ``model/`` (full model — LoRA merged —
+    with processor, sampler config, this config and the metrics; loadable by
+    :func:`qsave.modeling.load_model`), ``metrics.jsonl`` (trl's log history, one line per step:
+    ``rewards/<function>/mean`` and ``/std``, ``reward``, ``kl``, ``completions/mean_length`` …,
+    ``entropy``, ``step_time``), ``skipped.json`` (rows left out and why) and ``checkpoints/`` (every
+    ``cfg.save_steps``; ``resume`` continues from the newest, without it old ones are removed first).
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    rows, skipped = load_rows(dataset_dir, clips_table, cfg.split)
-    _write_jsonl(out / SKIPPED_FILE, skipped)
-    for entry in skipped:
-        log.warning("GRPO skips row %s: %s", entry["video_id"], entry["reason"])
-    if not rows:
+    outputs = StageOutputs(Path(out_dir))
+    source = resolve_model_path(str(model_dir))
+    manifest = read_manifest(Path(dataset_dir) / MANIFEST_NAME)
+    examples, skipped = load_examples(manifest, clips_table, cfg.split, clips_base_dir)
+    outputs.root.mkdir(parents=True, exist_ok=True)
+    write_skipped(skipped, outputs.skipped)
+    for s in skipped:
+        log.warning("GRPO skips %s: %s (%s)", s.video_id, s.reason, s.detail)
+    if not examples:
         raise ValueError(
             f"no GRPO rows in split {cfg.split!r} of {dataset_dir} ({len(skipped)} skipped, see "
-            f"{out / SKIPPED_FILE}); GRPO needs rated rows with preprocessed clips"
+            f"{outputs.skipped}); GRPO needs rated rows with preprocessed clips"
         )
-    sampler = model_sampler_config(model_dir)
-    if sampler is not None:
-        found = load_clip(rows[0]["clip_path"]).config_fingerprint
-        if found and found != sampler.fingerprint():
-            raise ValueError(
-                f"row {rows[0]['video_id']!r}: its clip was sampled with sampler config {found}, but "
-                f"{model_dir} records {sampler.fingerprint()}; preprocess the dataset with the model's "
-                "sampler"
-            )
+    sampler = model_sampler_config(source)
+    found = load_clip(examples[0].clip_path).config_fingerprint
+    if sampler is not None and found and found != sampler.fingerprint():
+        raise ValueError(
+            f"row {examples[0].video_id!r}: its clip was sampled with sampler config {found}, but {source} "
+            f"records {sampler.fingerprint()}; preprocess the dataset with the model's sampler"
+        )
 
-    model, processor = load_model(str(model_dir))
-    checkpoints = Path(cfg.output_dir) if cfg.output_dir else out / CHECKPOINT_DIR
-    trainer = build_trainer(model, processor, rows, cfg, checkpoints)
-    trainer.train(resume_from_checkpoint=_last_checkpoint(checkpoints) if cfg.resume else None)
-    _write_jsonl(out / METRICS_FILE, trainer.state.log_history)
-
-    trained = trainer.model
-    if cfg.lora_r:
-        trained = trained.merge_and_unload()
-    with atomic_path(out / MODEL_DIR) as tmp:
-        trained.save_pretrained(tmp, safe_serialization=True)
-        processor.save_pretrained(tmp)
-        if sampler is not None:
-            save_sampler_config(tmp, sampler)
-        (tmp / "qsave_grpo.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True))
-    return out / MODEL_DIR
+    checkpoint = last_checkpoint(outputs.checkpoints) if resume else None
+    if not resume and outputs.checkpoints.exists():
+        shutil.rmtree(outputs.checkpoints)
+    model, processor = load_for_training(source, cfg.profile, LoraSettings(enabled=False))
+    trainer = build_trainer(
+        model,
+        processor,
+        [grpo_row(e) for e in examples],
+        cfg,
+        outputs.checkpoints,
+        [metrics_callback(outputs.metrics), *callbacks],
+    )
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    record = {"config": dataclasses.asdict(cfg), "examples": len(examples), "skipped": len(skipped)}
+    extra = {CONFIG_FILE: json.dumps(record, indent=2, sort_keys=True)}
+    if outputs.metrics.is_file():
+        extra[METRICS_FILE] = outputs.metrics.read_text()
+    return save_stage_model(trainer.model, processor, source, outputs.model, extra)

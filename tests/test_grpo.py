@@ -10,26 +10,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 import torch
 
-from qsave.grpo import (
-    LORA_TARGETS,
-    METRICS_FILE,
-    SKIPPED_FILE,
-    GRPOStageConfig,
-    SampleVideo,
-    build_trainer,
-    load_rows,
-    run_grpo,
-)
+from qsave.grpo import GRPOStageConfig, SampleVideo, build_trainer, grpo_row, run_grpo
 from qsave.inputs import build_inputs
-from qsave.manifest import read_manifest, write_manifest
+from qsave.manifest import read_manifest
 from qsave.modeling import SAMPLER_FILE, load_model, tiny_model_path
 from qsave.preprocess import load_clip, preprocess_shard
 from qsave.slowfast import LOCAL_SAMPLER
 from qsave.synthetic import MANIFEST_NAME, SynthConfig, generate_corpus
+from qsave.training import LANGUAGE_LINEAR_MODULES, METRICS_FILE, SKIPPED_FILE, LoraSettings, load_examples
 from qsave.video import DecodeLimits
 
 TINY_RUN = GRPOStageConfig(
@@ -37,8 +28,7 @@ TINY_RUN = GRPOStageConfig(
     per_device_train_batch_size=2,
     max_completion_length=8,
     max_steps=1,
-    lora_r=4,
-    lora_alpha=8,
+    lora=LoraSettings(enabled=True, rank=4, alpha=8),
     beta=0.1,
     learning_rate=1e-3,
     save_steps=1000,
@@ -65,9 +55,9 @@ def tiny() -> Path:
 def all_rows(corpus: tuple[Path, Path]) -> list[dict[str, Any]]:
     data, table = corpus
     split = str(read_manifest(data / MANIFEST_NAME)["split"].iloc[0])
-    rows, skipped = load_rows(data, table, split)
-    assert rows and not skipped
-    return rows
+    examples, skipped = load_examples(read_manifest(data / MANIFEST_NAME), table, split)
+    assert examples and not skipped
+    return [grpo_row(e) for e in examples]
 
 
 def vision_tower(model: Any) -> torch.nn.Module:
@@ -86,22 +76,13 @@ def counting(module: torch.nn.Module) -> Iterator[list[int]]:
         handle.remove()
 
 
-def test_load_rows_reports_unrated_and_unprocessed_rows(corpus: tuple[Path, Path], tmp_path: Path) -> None:
-    data, table = corpus
-    manifest = read_manifest(data / MANIFEST_NAME)
-    ids = manifest["video_id"].tolist()
-    manifest["split"] = "train"
-    manifest.loc[0, "mos_vq"] = float("nan")
-    (tmp_path / "data").mkdir()
-    write_manifest(manifest, tmp_path / "data" / MANIFEST_NAME)
-    clips = pd.read_parquet(table)
-    clips.loc[clips["video_id"] == ids[1], "status"] = "failed"
-    clips.to_parquet(tmp_path / "clips.parquet")
-    rows, skipped = load_rows(tmp_path / "data", tmp_path / "clips.parquet", "train")
-    assert [r["video_id"] for r in rows] == ids[2:]
-    assert [s["video_id"] for s in skipped] == ids[:2]
-    assert "unrated: mos_vq empty" in skipped[0]["reason"] and "no clip" in skipped[1]["reason"]
-    assert all(Path(r["clip_path"]).is_file() and isinstance(r["reasons_vq"], list) for r in rows)
+def test_grpo_rows_carry_what_rollouts_and_rewards_read(corpus: tuple[Path, Path]) -> None:
+    manifest = read_manifest(corpus[0] / MANIFEST_NAME).set_index("video_id")
+    for row in all_rows(corpus):
+        assert Path(row["clip_path"]).is_file() and row["prompt"] == manifest.loc[row["video_id"], "prompt"]
+        assert row["mos_overall"] == pytest.approx(float(manifest.loc[row["video_id"], "mos_overall"]))
+        assert isinstance(row["reasons_vq"], list) and all(isinstance(c, str) for c in row["reasons_vq"])
+    json.dumps(all_rows(corpus))  # plain values: a datasets.Dataset holds them as they are
 
 
 def test_every_logprob_pass_runs_the_vision_tower(
@@ -134,7 +115,9 @@ def test_logprobs_match_the_rollout_and_depend_on_the_video(
 ) -> None:
     model, processor = load_model(str(tiny))
     rows = all_rows(corpus)[:2]
-    trainer = build_trainer(model, processor, rows, replace(TINY_RUN, lora_r=0, beta=0.0), tmp_path)
+    trainer = build_trainer(
+        model, processor, rows, replace(TINY_RUN, lora=LoraSettings(), beta=0.0), tmp_path
+    )
     clips = [load_clip(r["clip_path"]) for r in rows]
     prompts = [r["prompt"] + " " * i for i, r in enumerate(rows)]  # different lengths: left padding
     batch = build_inputs(processor, clips, prompts)
@@ -185,7 +168,7 @@ def test_run_grpo_logs_rewards_and_kl_and_saves_a_loadable_merged_model(
         for name in ("format_reward", "accuracy_reward", "attribution_reward"):
             assert math.isfinite(step[f"rewards/{name}/mean"])
         assert math.isfinite(step["kl"]) and step["completions/mean_length"] > 0
-    assert (tmp_path / "out" / SKIPPED_FILE).read_text() == ""
+    assert json.loads((tmp_path / "out" / SKIPPED_FILE).read_text()) == []
 
     model, processor = load_model(str(model_dir))
     assert not any("lora" in name for name, _ in model.named_parameters())
@@ -198,7 +181,9 @@ def test_run_grpo_logs_rewards_and_kl_and_saves_a_loadable_merged_model(
     ]
     # merged LoRA can only have moved the language model's targeted projections (an untrained base writes
     # no parseable answer, so every reward is 0 and the advantages — hence the updates — may all be 0)
-    assert all(".language_model." in n and n.split(".")[-2] in LORA_TARGETS for n in changed), changed
+    assert all(".language_model." in n and n.split(".")[-2] in LANGUAGE_LINEAR_MODULES for n in changed), (
+        changed
+    )
     clip = load_clip(all_rows(corpus)[0]["clip_path"])
     with torch.no_grad():
         logits = model(**build_inputs(processor, [clip], ["a prompt"]).model_kwargs).logits
