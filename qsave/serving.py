@@ -11,9 +11,10 @@ per row; params ``explain`` (all rows) and ``max_new_tokens``.
 **Out**: one row per input row, flat columns: ``video_id``, ``video``, ``prompt``, ``pred_<dim>`` (1–5),
 ``level_<dim>``, ``prob_<dim>_<level>``, ``pred_reasons_<dim>`` (comma-separated taxonomy codes, explained
 rows only), ``explanation`` (rationale), ``error`` (a :class:`qsave.video.VideoError` reason code, or
-``outside_video_root``) and ``error_detail``. A bad video fills ``error`` for its row; the other rows
-are scored. A request with more than ``max_rows`` rows, without the required columns, or with an empty
-prompt is refused with an ``INVALID_PARAMETER_VALUE`` error, which the scoring server answers with HTTP 400.
+``outside_video_root``) and ``error_detail``; absent values are ``None`` (JSON ``null``). A bad video
+fills ``error`` for its row; the other rows are scored. A request with more than ``max_rows`` rows,
+without the required columns, or with an empty prompt is refused with an ``INVALID_PARAMETER_VALUE``
+error, which the scoring server answers with HTTP 400.
 """
 
 from __future__ import annotations
@@ -180,7 +181,8 @@ class QsaveModel(PythonModel):
             lines = score_videos([req for _, req in members], self.model, self.processor, self.sampler, cfg)
             for (i, _), line in zip(members, lines, strict=True):
                 rows[i] |= _flat(line)
-        return pd.DataFrame(rows, columns=output_columns())
+        out = pd.DataFrame(rows, columns=output_columns()).astype(object)
+        return out.where(out.notna(), None)  # JSON answers carry null, not NaN
 
 
 def _flat(line: dict[str, Any]) -> dict[str, Any]:

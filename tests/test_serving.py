@@ -115,9 +115,13 @@ def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     )
     try:
         with urllib.request.urlopen(request, timeout=120) as answer:
-            return answer.status, json.loads(answer.read())
+            return answer.status, json.loads(answer.read(), parse_constant=_reject)
     except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+        return exc.code, json.loads(exc.read(), parse_constant=_reject)
+
+
+def _reject(token: str) -> None:
+    raise ValueError(f"answer is not strict JSON: it contains {token}")
 
 
 @pytest.mark.slow
@@ -162,7 +166,7 @@ def test_mlflow_models_serve_answers(store: str, tmp_path: Path) -> None:
         assert status == 200, answer
         rows = answer["predictions"]
         assert 1.0 <= rows[0]["pred_overall"] <= 5.0 and rows[0]["level_vq"]
-        assert rows[1]["error"] == "video_missing"
+        assert rows[1]["error"] == "video_missing" and rows[1]["pred_vq"] is None  # null, not NaN
         status, refused = _post(
             f"{base}/invocations", {"dataframe_split": {"columns": ["prompt"], "data": [[PROMPT]]}}
         )
