@@ -3,8 +3,8 @@
 **Where.** The tracking URI is, in order: the ``uri`` argument (``--tracking-uri``), ``$MLFLOW_TRACKING_URI``,
 or ``sqlite:///<dir>/mlflow.db`` where ``<dir>`` is ``$QSAVE_HOME`` when set, else the working directory.
 Artifacts of a local sqlite store go to ``<dir>/mlartifacts`` (beside the database, not wherever the process
-happens to run); a server URL (``http://…``) decides its own artifact store. Telemetry is off
-(``MLFLOW_DISABLE_TELEMETRY=true``) unless the environment says otherwise.
+happens to run); a server URL (``http://…``) decides its own artifact store. Telemetry and artifact
+progress bars are off unless the environment says otherwise.
 
 **Runs.** :func:`start_pipeline_run` opens (or, on a retry, finds) the parent run of a Flyte execution,
 named ``qsave-<execution id>`` and tagged with the execution id and the git commit
@@ -74,6 +74,7 @@ def configure(uri: str | None = None) -> str:
     import mlflow
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     resolved = tracking_uri(uri)
     db = _sqlite_path(resolved)
     if db is not None:
