@@ -28,6 +28,8 @@ ROW = {
     "explanation": "",
 }
 
+NO_INFO: Any = None  # synthetic clips have no probed source
+
 
 @pytest.fixture(scope="module")
 def processor() -> Any:
@@ -51,9 +53,9 @@ def synthetic_clip(seed: int = 0) -> SlowFastClip:
     return SlowFastClip(
         slow=pathway(4, 96, 160, step=6, seed=seed),
         fast=pathway(12, 64, 96, seed=seed),
-        info=None,
+        info=NO_INFO,
         window_s=1.5,
-    )  # type: ignore[arg-type]
+    )
 
 
 def video_pads_per_segment(processor: Any, ids: list[int]) -> list[int]:
@@ -112,15 +114,14 @@ def test_labels_cover_only_the_assistant_answer(processor: Any) -> None:
             answers=[answer] * 2,
             padding_side=side,
         )
-        labels = batch.model_kwargs["labels"]
+        labels, positions = batch.model_kwargs["labels"], batch.level_positions
+        assert positions is not None
         for row in range(2):
             supervised = labels[row][labels[row] != IGNORE_INDEX].tolist()
             assert processor.tokenizer.decode(supervised) == answer + "<|im_end|>"
-            levels = [processor.tokenizer.decode(batch.input_ids[row, p]) for p in batch.level_positions[row]]
+            levels = [processor.tokenizer.decode(batch.input_ids[row, p]) for p in positions[row]]
             assert levels == [" poor", " good", " excellent", " fair"]
-            assert (
-                labels[row][batch.level_positions[row]] == batch.input_ids[row, batch.level_positions[row]]
-            ).all()
+            assert (labels[row][positions[row]] == batch.input_ids[row, positions[row]]).all()
 
 
 def test_scoring_tokens_match_the_training_tokens(processor: Any) -> None:

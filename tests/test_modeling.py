@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -45,7 +45,7 @@ def test_tiny_reloads_with_auto_classes_and_keeps_its_outputs(tiny_dir: Path) ->
     model, processor = load_model(str(tiny_dir))
     assert isinstance(model, Qwen3VLForConditionalGeneration) and isinstance(processor, Qwen3VLProcessor)
     assert 1e6 <= sum(p.numel() for p in model.parameters()) <= 10e6
-    vision = model.config.vision_config
+    vision: Any = model.config.vision_config
     assert (vision.patch_size, vision.temporal_patch_size, vision.spatial_merge_size) == (16, 2, 2)
     tokenizer = processor.tokenizer
     vocab = tokenizer.get_vocab()
@@ -61,11 +61,8 @@ def test_tiny_reloads_with_auto_classes_and_keeps_its_outputs(tiny_dir: Path) ->
     reloaded, _ = load_model(str(tiny_dir.parent / "resaved"))
     with torch.no_grad():
         assert torch.equal(before, reloaded(input_ids=ids).logits)
-    chat = processor.apply_chat_template(
-        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "hi"}]}],
-        tokenize=False,
-        add_generation_prompt=True,
-    )
+    messages: Any = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "hi"}]}]
+    chat = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     user = "<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>hi<|im_end|>\n"
     assert chat == user + "<|im_start|>assistant\n"
 
@@ -78,7 +75,7 @@ def test_level_words_are_single_tokens_of_the_tiny_tokenizer(tiny_dir: Path) -> 
     assert tokenizer.convert_ids_to_tokens(list(ids)) == [f"Ġ{level}" for level in LEVELS]
 
 
-def _qwen_style_tokenizer(words: list[str]):  # type: ignore[no-untyped-def]
+def _qwen_style_tokenizer(words: list[str]) -> Any:
     """A tokenizer with Qwen's own class and pre-tokenizer, whose merges build exactly ``words``."""
     from tokenizers.pre_tokenizers import ByteLevel
     from transformers.models.qwen2.tokenization_qwen2 import Qwen2Tokenizer
@@ -93,7 +90,7 @@ def _qwen_style_tokenizer(words: list[str]):  # type: ignore[no-untyped-def]
             merges.append((current, char))
             current += char
             vocab.setdefault(current, len(vocab))
-    return Qwen2Tokenizer(vocab=vocab, merges=merges)
+    return Qwen2Tokenizer(vocab=vocab, merges=cast(Any, merges))
 
 
 def test_leading_space_rule_on_a_qwen_pre_tokenizer() -> None:
@@ -145,7 +142,9 @@ def test_mlflow_model_uri_resolves_to_the_saved_model(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
 
-    class Echo(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    python_model: Any = mlflow.pyfunc.PythonModel
+
+    class Echo(python_model):
         def predict(self, context: Any, model_input: list[Any]) -> list[Any]:
             return model_input
 

@@ -16,6 +16,8 @@ from qsave.schema import DIMENSIONS, LEVELS
 from qsave.scoring import VideoScores, score_clips
 from qsave.slowfast import Pathway, SlowFastClip
 
+NO_INFO: Any = None  # synthetic clips have no probed source
+
 
 @pytest.fixture(scope="module")
 def tiny() -> tuple[Any, Any]:
@@ -37,8 +39,8 @@ def pathway(frames: int, height: int, width: int, seed: int, step: int = 1) -> P
 
 def clip(seed: int) -> SlowFastClip:
     return SlowFastClip(
-        slow=pathway(4, 128, 96, seed, step=4), fast=pathway(16, 64, 64, seed), info=None, window_s=2.0
-    )  # type: ignore[arg-type]
+        slow=pathway(4, 128, 96, seed, step=4), fast=pathway(16, 64, 64, seed), info=NO_INFO, window_s=2.0
+    )
 
 
 def hand_scores(
