@@ -49,7 +49,7 @@ from qsave.training import (
     metrics_callback,
     profile_settings,
     runtime_arguments,
-    save_stage_model,
+    save_trained_model,
     trainable_parameters,
     write_skipped,
 )
@@ -254,8 +254,8 @@ def run_sft(
     dataset = SupervisedDataset(examples, cfg.think_fraction, cfg.seed)
 
     checkpoint = last_checkpoint(outputs.checkpoints) if resume else None
-    if not resume and outputs.checkpoints.exists():
-        shutil.rmtree(outputs.checkpoints)
+    if not resume:
+        shutil.rmtree(outputs.checkpoints, ignore_errors=True)
     # TrainingArguments before the model: DeepSpeed ZeRO-3 must see them to shard weights while loading.
     args = TrainingArguments(**cfg.training_arguments(outputs.checkpoints))
     model, processor = load_for_training(source, cfg.profile, cfg.lora)
@@ -282,4 +282,4 @@ def run_sft(
     extra = {CONFIG_FILE: json.dumps(record, indent=2, sort_keys=True)}
     if outputs.metrics.is_file():
         extra[METRICS_FILE] = outputs.metrics.read_text()
-    return save_stage_model(trainer.model, processor, source, outputs.model, extra)
+    return save_trained_model(trainer, processor, source, cfg.profile, outputs.model, extra)

@@ -8,11 +8,12 @@
   assigned the think or the no-think target once for a seed; :class:`SupervisedCollator` turns a list of
   them into model inputs with :func:`qsave.inputs.build_inputs` (the one place that does it) plus the
   level-slot positions and the soft level targets of :func:`qsave.losses.soft_level_targets`.
-- **Model hand-over between stages** (:func:`load_for_training`, :func:`save_stage_model`): every stage
-  starts from a *full* model directory and ends by writing one. With LoRA the adapter is merged into the
-  base before saving, so the next stage never stacks a LoRA on an unmerged LoRA; a model directory holding
-  an adapter, or a model that already has LoRA layers, is refused. The processor and the SlowFast sampler
-  config (:func:`qsave.modeling.save_sampler_config`) travel with the weights.
+- **Model hand-over between stages** (:func:`load_for_training`, :func:`save_trained_model`, which
+  gathers sharded weights and calls :func:`save_stage_model`): every stage starts from a *full* model
+  directory and ends by writing one. With LoRA the adapter is merged into the base before saving, so the
+  next stage never stacks a LoRA on an unmerged LoRA; a model directory holding an adapter is refused.
+  The processor and the SlowFast sampler config (:func:`qsave.modeling.save_sampler_config`) travel with
+  the weights.
 - **Checkpoints** every ``save_steps`` under ``<out_dir>/checkpoints``; :func:`last_checkpoint` finds the
   newest complete one to resume from (the Trainer restores weights, optimizer, scheduler, RNG and the data
   position, so an interrupted run resumed ends with the same weights as an uninterrupted one on CPU).
@@ -31,6 +32,7 @@ import importlib.util
 import json
 import math
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -409,6 +411,39 @@ def save_stage_model(
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
     return Path(out_dir)
+
+
+def save_trained_model(
+    trainer: Any,
+    processor: Any,
+    source_dir: str,
+    profile: ProfileSettings,
+    out_dir: str | os.PathLike[str],
+    extra_files: Mapping[str, str] | None = None,
+) -> Path:
+    """Write a finished trainer's model as a full, merged model directory (see :func:`save_stage_model`).
+
+    Every rank calls it: ``trainer.save_model`` gathers DeepSpeed ZeRO-3 / FSDP shards (or, with LoRA,
+    the adapter) into a staging folder beside ``out_dir``; the main process then reloads it — the adapter
+    on top of ``source_dir``'s weights — merges, and writes ``out_dir`` atomically. One path for one CPU
+    process and for a sharded multi-GPU run.
+    """
+    import torch
+    from peft import PeftModel
+
+    out = Path(out_dir)
+    staging = out.with_name(f".{out.name}.trained")
+    trainer.save_model(str(staging))
+    if trainer.is_world_process_zero():
+        dtype = getattr(torch, profile.dtype)
+        adapter = (staging / ADAPTER_FILE).is_file()
+        model, _ = load_model(str(source_dir if adapter else staging), dtype=dtype)
+        if adapter:
+            model = PeftModel.from_pretrained(model, staging)
+        save_stage_model(model, processor, source_dir, out, extra_files)
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    return out
 
 
 def last_checkpoint(checkpoint_dir: str | os.PathLike[str]) -> Path | None:
