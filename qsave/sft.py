@@ -24,13 +24,13 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from qsave.inputs import IGNORE_INDEX
-from qsave.losses import dual_supervision_loss
+from qsave.losses import DualLoss, dual_supervision_loss
 from qsave.manifest import read_manifest
 from qsave.modeling import resolve_model_path
 from qsave.prompts import level_token_ids
@@ -169,6 +169,30 @@ def profile_configs(name: str) -> dict[str, SFTStageConfig]:
     return {"sft": sft, "final_sft": final}
 
 
+def answer_loss(
+    model: Any, batch: Mapping[str, Any], level_ids: tuple[int, ...], lam: float
+) -> tuple[DualLoss, Any]:
+    """The dual-supervision loss of a collated batch, and the model outputs.
+
+    Logits are computed only from the position before the batch's first answer token on
+    (``logits_to_keep``), and labels and level positions are cut to the same window.
+    """
+    import torch
+
+    inputs = dict(batch)
+    labels = inputs.pop("labels")
+    positions = inputs.pop("level_positions")
+    targets = inputs.pop("level_targets")
+    labelled = (labels != IGNORE_INDEX).any(dim=0).nonzero()
+    if not len(labelled):
+        raise ValueError("a batch without answer tokens reached the loss; check the collator")
+    start = max(int(labelled[0]) - 1, 0)
+    outputs = model(**inputs, logits_to_keep=labels.shape[1] - start)
+    shifted = torch.where(positions >= 0, positions - start, positions)
+    terms = dual_supervision_loss(outputs.logits, labels[:, start:], shifted, targets, level_ids, lam)
+    return terms, outputs
+
+
 def _trainer_class() -> type:
     from transformers import Trainer
 
@@ -192,21 +216,7 @@ def _trainer_class() -> type:
             return_outputs: bool = False,
             num_items_in_batch: Any = None,
         ) -> Any:
-            import torch
-
-            inputs = dict(inputs)
-            labels = inputs.pop("labels")
-            positions = inputs.pop("level_positions")
-            targets = inputs.pop("level_targets")
-            labelled = (labels != IGNORE_INDEX).any(dim=0).nonzero()
-            if not len(labelled):
-                raise ValueError("a batch without answer tokens reached the loss; check the collator")
-            start = max(int(labelled[0]) - 1, 0)
-            outputs = model(**inputs, logits_to_keep=labels.shape[1] - start)
-            shifted = torch.where(positions >= 0, positions - start, positions)
-            terms = dual_supervision_loss(
-                outputs.logits, labels[:, start:], shifted, targets, self.level_ids, self.lam
-            )
+            terms, outputs = answer_loss(model, inputs, self.level_ids, self.lam)
             if model.training:
                 self._terms["ce"].append(float(terms.ce.detach()))
                 self._terms["dist"].append(float(terms.dist.detach()))

@@ -20,7 +20,7 @@ from qsave.preprocess import load_clip, merge_results, preprocess_shard
 from qsave.prompts import level_token_ids
 from qsave.schema import DIMENSIONS
 from qsave.scoring import score_clips
-from qsave.sft import CONFIG_FILE, SFTStageConfig, profile_configs, run_sft
+from qsave.sft import CONFIG_FILE, SFTStageConfig, answer_loss, profile_configs, run_sft
 from qsave.slowfast import LOCAL_SAMPLER
 from qsave.synthetic import MANIFEST_NAME, SynthConfig, generate_corpus
 from qsave.training import (
@@ -66,6 +66,32 @@ def training_loss(model_dir: Path, corpus: tuple[Path, Path]) -> tuple[float, fl
         logits, labels, positions, targets, level_token_ids(processor.tokenizer), lam=1.0
     )
     return float(terms.ce), float(terms.dist)
+
+
+def test_answer_window_loss_equals_the_full_sequence_loss(corpus: tuple[Path, Path]) -> None:
+    """The trainer projects only the answer window to logits; the terms must equal the full computation
+    (answers of different lengths: one CoT, one no-think, right-padded)."""
+    dataset, table = corpus
+    model, processor = load_model("tiny")
+    examples, _ = load_examples(read_manifest(dataset / MANIFEST_NAME), table)
+    data = SupervisedDataset(examples[:2], 0.5, 0)
+    data.think[:] = [True, False]
+    batch = SupervisedCollator(processor, 0.3)([data[0], data[1]])
+    level_ids = level_token_ids(processor.tokenizer)
+    with torch.no_grad():
+        windowed, outputs = answer_loss(model, batch, level_ids, lam=0.7)
+        inputs = {k: v for k, v in batch.items() if k not in ("labels", "level_positions", "level_targets")}
+        full = dual_supervision_loss(
+            model(**inputs).logits,
+            batch["labels"],
+            batch["level_positions"],
+            batch["level_targets"],
+            level_ids,
+            lam=0.7,
+        )
+    assert outputs.logits.shape[1] < batch["input_ids"].shape[1] / 2
+    for name in ("total", "ce", "dist"):
+        assert float(getattr(windowed, name)) == pytest.approx(float(getattr(full, name)), abs=1e-5)
 
 
 def test_sft_learns_logs_both_terms_and_hands_over_a_scoring_model(
