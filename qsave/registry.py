@@ -439,3 +439,17 @@ def metrics_from_report(report: Mapping[str, Any], name: str) -> dict[str, float
             value = result["instance"][metric]
             out[f"{metric}_{dim}"] = math.nan if value is None else float(value)
     return out
+
+
+def champion_reference(uri: str, *, tracking_uri: str | None = None) -> str | None:
+    """``uri`` (``models:/<name>@<alias>``) when that alias exists in the registry, else None.
+
+    Used to score the current champion beside a candidate; a first run (no registered model, no alias)
+    and an empty ``uri`` give None. A registry that cannot be reached raises, naming it.
+    """
+    if not uri:
+        return None
+    if not uri.startswith("models:/") or "@" not in uri:
+        return uri
+    name, alias = uri.removeprefix("models:/").split("@", 1)
+    return uri if alias_version(tracking.client(tracking_uri), name, alias) else None

@@ -1,0 +1,145 @@
+"""Model outputs as prediction frames: the bridge from scoring to evaluation.
+
+A prediction frame has ``video_id``, ``pred_<dim>``, ``prob_<dim>_<level>`` and (when explanations were
+generated) ``pred_reasons_<dim>`` — the columns :func:`qsave.evaluation.evaluate` reads. Rows that could
+not be scored keep their ``video_id`` with empty predictions and an ``error`` code, so evaluation counts
+them instead of losing them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from qsave.evaluation import pred_column, pred_reasons_column, prob_column
+from qsave.schema import DIMENSIONS, LEVELS, REASON_DIMENSIONS
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from qsave.evaluation import EvalConfig, Evaluation
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    batch_size: int = 8
+    explain: bool = False
+    """Generate the rationale and reasons too (slower; gives reason metrics)."""
+    max_new_tokens: int = 256
+
+
+def record_to_row(record: Mapping[str, Any]) -> dict[str, Any]:
+    """One ``qsave score`` JSON record (or error record) as a prediction-frame row."""
+    row: dict[str, Any] = {"video_id": record["video_id"], "error": record.get("error", "")}
+    scores, probs = record.get("scores") or {}, record.get("level_probs") or {}
+    for dim in DIMENSIONS:
+        row[pred_column(dim)] = scores.get(dim, float("nan"))
+        for level in LEVELS:
+            row[prob_column(dim, level)] = probs.get(dim, {}).get(level, float("nan"))
+    reasons = record.get("reasons")
+    if reasons is not None:
+        for dim in REASON_DIMENSIONS:
+            row[pred_reasons_column(dim)] = list(reasons.get(dim, []))
+    return row
+
+
+def records_to_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame([record_to_row(r) for r in records])
+
+
+def predict_clips(
+    model_name_or_path: str,
+    clip_table: pd.DataFrame,
+    manifest: pd.DataFrame,
+    cfg: PredictConfig = PredictConfig(),
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Score the preprocessed clips of ``manifest``'s rows (no decoding) with one model.
+
+    ``clip_table`` maps ``video_id`` → absolute ``clip_path`` and ``status`` (see
+    :func:`qsave.preprocess.read_exported`); rows without a usable clip get an ``error``.
+    """
+    from tqdm import tqdm
+
+    from qsave.modeling import load_model
+    from qsave.preprocess import load_clip
+    from qsave.scoring import ScoreRequest, score_clips, score_record
+
+    model, processor = load_model(model_name_or_path)
+    clips = {str(r.video_id): r for r in clip_table.itertuples(index=False)}
+    requests, records = [], {}
+    for video_id, prompt in zip(
+        manifest["video_id"].astype(str), manifest["prompt"].astype(str), strict=True
+    ):
+        clip = clips.get(video_id)
+        if clip is None or clip.status == "failed" or not clip.clip_path:
+            reason = "no_clip" if clip is None else (clip.reason or "preprocess_failed")
+            records[video_id] = {"video_id": video_id, "error": reason}
+        else:
+            requests.append(ScoreRequest(video_id, str(clip.clip_path), prompt))
+    for start in tqdm(range(0, len(requests), cfg.batch_size), desc="predict", disable=not progress):
+        batch: Sequence[ScoreRequest] = requests[start : start + cfg.batch_size]
+        results = score_clips(
+            model,
+            processor,
+            [load_clip(r.path) for r in batch],
+            [r.prompt for r in batch],
+            explain=cfg.explain,
+            max_new_tokens=cfg.max_new_tokens,
+        )
+        for request, result in zip(batch, results, strict=True):
+            records[request.video_id] = score_record(request, result, {})
+    frame = records_to_frame(records[v] for v in manifest["video_id"].astype(str))
+    return frame
+
+
+def write_predictions(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Write a prediction frame atomically as Parquet (reason lists kept) or CSV (reasons comma-joined)."""
+    from pathlib import Path
+
+    from qsave.storage import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        if path.suffix.lower() == ".csv":
+            out = frame.copy()
+            for dim in REASON_DIMENSIONS:
+                col = pred_reasons_column(dim)
+                if col in out.columns:
+                    out[col] = [",".join(v) if isinstance(v, list) else "" for v in out[col]]
+            out.to_csv(tmp, index=False)
+        else:
+            frame.to_parquet(tmp, index=False)
+
+
+def evaluate_models(
+    models: Mapping[str, str],
+    clip_table: pd.DataFrame,
+    manifest: pd.DataFrame,
+    *,
+    split: str = "test",
+    dataset_dir: str | os.PathLike[str] | None = None,
+    baseline: bool = True,
+    cfg: PredictConfig = PredictConfig(),  # noqa: B008
+    eval_cfg: EvalConfig | None = None,
+    progress: bool = False,
+) -> tuple[Evaluation, dict[str, pd.DataFrame]]:
+    """Score every model (name → path/id/URI; ``candidate`` is the primary) on ``split`` of ``manifest``
+    and evaluate them side by side, with the classical feature baseline (fitted on the train split,
+    videos read from ``dataset_dir``) as the floor. Returns the evaluation and each set's predictions."""
+    from qsave.baseline import run_baseline
+    from qsave.evaluation import evaluate
+
+    rows = manifest[manifest["split"].astype(str) == split].reset_index(drop=True)
+    if rows.empty:
+        raise ValueError(f"the manifest has no {split!r} rows to evaluate on")
+    predictions = {name: predict_clips(ref, clip_table, rows, cfg, progress) for name, ref in models.items()}
+    if baseline:
+        used = manifest[manifest["split"].astype(str).isin(["train", split])]
+        fitted = run_baseline(used.reset_index(drop=True), dataset_dir, progress=progress).predictions
+        predictions["baseline"] = fitted[fitted["video_id"].isin(set(rows["video_id"].astype(str)))]
+    return evaluate(predictions, truth=rows, config=eval_cfg), predictions
