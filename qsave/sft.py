@@ -223,9 +223,14 @@ def _trainer_class() -> type:
             return (terms.total, outputs) if return_outputs else terms.total
 
         def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-            if "loss" in logs and self._terms["ce"]:
-                for key, values in self._terms.items():
-                    logs[key] = round(sum(values) / len(values), 6)
+            if "loss" in logs and self._terms["ce"]:  # a training log: every rank gets here together
+                import torch
+
+                local = [sum(v) / len(v) for v in self._terms.values()]
+                means = self.accelerator.reduce(torch.tensor(local, device=self.args.device), "mean")
+                for key, value in zip(self._terms, means.tolist()):
+                    logs[key] = round(value, 6)
+                for values in self._terms.values():
                     values.clear()
             super().log(logs, start_time)
 
