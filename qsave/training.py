@@ -446,15 +446,24 @@ def save_trained_model(
     return out
 
 
+def _checkpoint_complete(path: Path) -> bool:
+    """The Trainer writes ``trainer_state.json`` last and in place: a checkpoint killed while saving has
+    none, or a truncated one, or one from another step."""
+    try:
+        state = json.loads((path / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(state, dict) and str(state.get("global_step")) == path.name.split("-")[-1]
+
+
 def last_checkpoint(checkpoint_dir: str | os.PathLike[str]) -> Path | None:
-    """The newest complete ``checkpoint-<step>`` (one with ``trainer_state.json``), or ``None``."""
+    """The newest complete ``checkpoint-<step>`` (a parseable ``trainer_state.json`` of that step), or
+    ``None``; half-written ones are skipped."""
     folder = Path(checkpoint_dir)
     if not folder.is_dir():
         return None
     complete = [
-        p
-        for p in folder.glob("checkpoint-*")
-        if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()
+        p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and _checkpoint_complete(p)
     ]
     return max(complete, key=lambda p: int(p.name.split("-")[-1]), default=None)
 

@@ -197,7 +197,7 @@ def test_last_checkpoint_skips_incomplete_ones(tmp_path: Path) -> None:
     for step, complete in ((2, True), (10, True), (12, False)):
         (tmp_path / f"checkpoint-{step}").mkdir()
         if complete:
-            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(f'{{"global_step": {step}}}')
     assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-10"
 
 
