@@ -375,7 +375,9 @@ def list_versions(*, name: str = MODEL_NAME, uri: str | None = None) -> list[Ver
     try:
         aliases = mlflow_client.get_registered_model(name).aliases
     except MlflowException as exc:
-        raise RegistryError(f"no registered model {name!r} at {tracking.tracking_uri(uri)}") from exc
+        raise RegistryError(
+            tracking.redact(f"no registered model {name!r} at {tracking.tracking_uri(uri)}")
+        ) from exc
     by_version: dict[str, list[str]] = {}
     for alias, version in aliases.items():
         by_version.setdefault(str(version), []).append(alias)

@@ -22,6 +22,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -92,10 +93,22 @@ def client(uri: str | None = None) -> MlflowClient:
     return MlflowClient(tracking_uri=resolved, registry_uri=resolved)
 
 
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)[^/\s@]+@")
+_SECRET_PARAMS = re.compile(r"(?P<key>[?&](?:token|password|secret|key|access_token)=)[^&\s]+", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """``text`` with URI credentials (``scheme://user:pass@``) and secret query values replaced by ``***``;
+    use it on every message that may carry a tracking URI."""
+    text = _CREDENTIALS.sub(r"\g<scheme>***@", text)
+    return _SECRET_PARAMS.sub(r"\g<key>***", text)
+
+
 def unreachable(uri: str | None, exc: BaseException, keep: str = "") -> TrackingError:
-    """A :class:`TrackingError` saying which server failed and, with ``keep``, what is preserved."""
+    """A :class:`TrackingError` saying which server failed and, with ``keep``, what is preserved
+    (credentials in the URI or the error are redacted)."""
     kept = f" {keep}" if keep else ""
-    return TrackingError(f"MLflow at {tracking_uri(uri)} failed: {exc}.{kept}")
+    return TrackingError(redact(f"MLflow at {tracking_uri(uri)} failed: {exc}.{kept}"))
 
 
 def experiment_id(mlflow_client: MlflowClient, name: str = EXPERIMENT) -> str:
