@@ -25,7 +25,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from qsave.inputs import build_inputs
@@ -39,7 +39,7 @@ from qsave.prompts import (
 )
 from qsave.schema import DIMENSIONS, LEVELS, REASON_DIMENSIONS
 from qsave.slowfast import Pathway, SamplerConfig, SlowFastClip, sample_clip, sample_uniform
-from qsave.video import VideoError
+from qsave.video import DecodeLimits, VideoError
 
 if TYPE_CHECKING:
     import torch
@@ -100,6 +100,8 @@ class ScoringConfig:
     explain: bool = False
     max_new_tokens: int = 256
     """Cap on generated explanation tokens (explain mode only)."""
+    limits: DecodeLimits = field(default_factory=DecodeLimits)
+    """Decode limits and timeout for every video opened (a server passes its stricter ones)."""
 
 
 @dataclass(frozen=True)
@@ -325,7 +327,7 @@ def score_videos(
             for i, request in enumerate(batch):
                 began = time.perf_counter()
                 try:
-                    clip = (sample_uniform if cfg.uniform else sample_clip)(request.path, sampler)
+                    clip = (sample_uniform if cfg.uniform else sample_clip)(request.path, sampler, cfg.limits)
                 except VideoError as exc:
                     records[i] = error_record(request, exc)
                     continue

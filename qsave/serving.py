@@ -176,7 +176,10 @@ class QsaveModel(PythonModel):
             if not members:
                 continue
             cfg = ScoringConfig(
-                batch_size=self.config.batch_size, explain=explain, max_new_tokens=max_new_tokens
+                batch_size=self.config.batch_size,
+                explain=explain,
+                max_new_tokens=max_new_tokens,
+                limits=self.limits,
             )
             lines = score_videos([req for _, req in members], self.model, self.processor, self.sampler, cfg)
             for (i, _), line in zip(members, lines, strict=True):
