@@ -97,6 +97,33 @@ def predict_clips(
     return frame
 
 
+def predict_videos(
+    model_name_or_path: str,
+    manifest: pd.DataFrame,
+    base_dir: str | os.PathLike[str] | None = None,
+    cfg: PredictConfig = PredictConfig(),
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Decode (with the model's recorded sampler) and score every row of ``manifest``; unreadable videos
+    become rows with an ``error`` code."""
+    from pathlib import Path
+
+    from qsave.manifest import resolve_video_path
+    from qsave.modeling import load_model, model_sampler_config, resolve_model_path
+    from qsave.scoring import ScoreRequest, ScoringConfig, score_videos
+    from qsave.slowfast import SamplerConfig
+
+    path = resolve_model_path(model_name_or_path)
+    sampler = (model_sampler_config(path) if Path(path).is_dir() else None) or SamplerConfig()
+    model, processor = load_model(path)
+    requests = [
+        ScoreRequest(str(v), str(resolve_video_path(str(p), base_dir)), str(q))
+        for v, p, q in zip(manifest["video_id"], manifest["video_path"], manifest["prompt"], strict=True)
+    ]
+    scoring = ScoringConfig(batch_size=cfg.batch_size, explain=cfg.explain, max_new_tokens=cfg.max_new_tokens)
+    return records_to_frame(score_videos(requests, model, processor, sampler, scoring, progress))
+
+
 def write_predictions(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:
     """Write a prediction frame atomically as Parquet (reason lists kept) or CSV (reasons comma-joined)."""
     from pathlib import Path
@@ -124,7 +151,7 @@ def evaluate_models(
     split: str = "test",
     dataset_dir: str | os.PathLike[str] | None = None,
     baseline: bool = True,
-    cfg: PredictConfig = PredictConfig(),  # noqa: B008
+    cfg: PredictConfig = PredictConfig(),
     eval_cfg: EvalConfig | None = None,
     progress: bool = False,
 ) -> tuple[Evaluation, dict[str, pd.DataFrame]]:

@@ -37,6 +37,26 @@ def register(groups: argparse._SubParsersAction) -> None:
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--predictions", type=Path, metavar="FILE", help="predictions + MOS (.csv/.parquet)")
+    source.add_argument(
+        "--model",
+        metavar="MODEL",
+        help="score --manifest with this model (path, hub id, tiny, models:/qsave@champion) and evaluate it",
+    )
+    parser.add_argument("--manifest", type=Path, help="with --model: the rated videos (.parquet/.jsonl)")
+    parser.add_argument(
+        "--split", help="with --model: evaluate only this split of the manifest (default: all)"
+    )
+    parser.add_argument(
+        "--base", metavar="MODEL", help="with --model: the untrained base model, scored beside it (e.g. tiny)"
+    )
+    parser.add_argument(
+        "--champion",
+        default="models:/qsave@champion",
+        metavar="URI",
+        help="with --model: the registered champion to compare with, skipped when the alias does not exist "
+        "(default: models:/qsave@champion; '' to skip)",
+    )
+    parser.add_argument("--batch-size", type=int, default=8, help="with --model: videos per batch")
     parser.add_argument(
         "--name", default="candidate", help="name of the --predictions set (default: candidate)"
     )
@@ -95,6 +115,37 @@ def _baseline_predictions(manifest_path: Path, video_root: Path | None, out: Pat
     return result.predictions
 
 
+def _model_predictions(args: argparse.Namespace) -> dict[str, pd.DataFrame]:
+    """Score the manifest with --model (and --base, and the champion when it exists); truth joined in."""
+    from qsave.manifest import read_manifest
+    from qsave.predictions import PredictConfig, predict_videos
+    from qsave.registry import champion_reference
+
+    if args.manifest is None:
+        raise ValueError("--model needs --manifest (the rated videos to score)")
+    manifest = read_manifest(args.manifest)
+    if args.split:
+        manifest = manifest[manifest["split"] == args.split].reset_index(drop=True)
+        if manifest.empty:
+            raise ValueError(f"{args.manifest} has no rows in split {args.split!r}")
+    models = {args.name: args.model}
+    if args.base:
+        models["base"] = args.base
+    champion = champion_reference(args.champion)
+    if champion:
+        models["champion"] = champion
+    cfg = PredictConfig(batch_size=args.batch_size)
+    truth_columns = [c for c in manifest.columns if c != "video_path" and c != "prompt"]
+    sets = {}
+    for name, model in models.items():
+        print(f"scoring {len(manifest)} videos with {name} ({model})", file=sys.stderr)
+        predicted = predict_videos(model, manifest, args.manifest.parent, cfg, progress=True)
+        for row in predicted[predicted["error"] != ""].itertuples():
+            print(f"{name}: video {row.video_id} not scored: {row.error}", file=sys.stderr)
+        sets[name] = predicted.merge(manifest[truth_columns], on="video_id", how="left")
+    return sets
+
+
 def _text_summary(evaluation: Evaluation) -> str:
     lines = []
     for name, model in evaluation.models.items():
@@ -114,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
     from qsave.report import REPORT_HTML, jsonable, write_report
 
     try:
-        sets = {args.name: read_predictions(args.predictions)}
+        sets = _model_predictions(args) if args.model else {args.name: read_predictions(args.predictions)}
         for spec in args.compare:
             name, path = _named_file(spec)
             if name in sets:

@@ -1,0 +1,82 @@
+"""Model outputs as prediction frames, and `qsave eval --model` on the real AIGVE toy set."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+from conftest import SHARED_DATA
+
+from qsave.cli import main
+from qsave.predictions import predict_clips, record_to_row
+from qsave.preprocess import preprocess_shard
+from qsave.slowfast import LOCAL_SAMPLER
+from qsave.video import DecodeLimits
+
+LAVIE = sorted((SHARED_DATA / "vbench-lavie-style" / "videos").glob("*.mp4"))
+
+
+def test_error_records_keep_their_row_with_empty_predictions():
+    row = record_to_row({"video_id": "x", "error": "undecodable"})
+    assert row["error"] == "undecodable" and math.isnan(row["pred_vq"]) and math.isnan(row["prob_ta_bad"])
+
+
+def test_predict_clips_scores_preprocessed_clips_and_reports_the_rest(tmp_path):
+    manifest = pd.DataFrame(
+        {
+            "video_id": ["a", "b", "gone"],
+            "video_path": [str(LAVIE[0]), str(LAVIE[1]), str(tmp_path / "missing.mp4")],
+            "prompt": ["a beach", "a beach at dusk", "a cat"],
+        }
+    )
+    table = preprocess_shard(manifest, LOCAL_SAMPLER, DecodeLimits(), tmp_path / "cache").table
+    frame = predict_clips("tiny", table, manifest)
+    assert frame["video_id"].tolist() == ["a", "b", "gone"]
+    assert frame["error"].tolist() == ["", "", "video_missing"]
+    scored = frame.iloc[:2]
+    for dim in ("vq", "mq", "ta", "overall"):
+        assert scored[f"pred_{dim}"].between(1, 5).all()
+        probs = scored[[f"prob_{dim}_{lv}" for lv in ("bad", "poor", "fair", "good", "excellent")]]
+        assert probs.sum(axis=1).round(5).eq(1).all()
+
+
+def test_cli_eval_with_a_model_on_the_aigve_toy_set(tmp_path, capsys):
+    manifest = tmp_path / "aigve.parquet"
+    assert (
+        main(
+            [
+                "data",
+                "import",
+                "--format",
+                "aigve",
+                str(SHARED_DATA / "aigve-bench-toy"),
+                "--out",
+                str(manifest),
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    code = main(
+        ["eval", "--model", "tiny", "--manifest", str(manifest), "--out", str(tmp_path / "report"),
+         "--bootstrap", "50", "--champion", "", "--json"]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    numbers = json.loads(captured.out)
+    assert {"srcc_vq", "plcc_fit_ta", "krcc_overall", "rmse_fit_mq", "model_srcc_vq"} <= set(numbers)
+    assert captured.err.count("video_missing") == 4, "each missing video is reported, none dropped silently"
+    assert (tmp_path / "report" / "report.html").is_file()
+
+
+def test_cli_eval_model_needs_a_manifest(tmp_path, capsys):
+    assert main(["eval", "--model", "tiny", "--out", str(tmp_path)]) == 2
+    assert "--model needs --manifest" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", [["--model", "tiny", "--predictions", "x.csv"]])
+def test_cli_eval_sources_are_exclusive(tmp_path, bad):
+    with pytest.raises(SystemExit):
+        main(["eval", *bad, "--out", str(tmp_path)])
