@@ -30,7 +30,11 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     target = tmp / dest.name
     try:
-        yield target
+        try:
+            yield target
+        except OSError as exc:  # e.g. a full disk: name the artefact that was not written
+            exc.add_note(f"while writing {dest} (left untouched; the partial temporary was removed)")
+            raise
         if not target.exists():
             raise FileNotFoundError(f"nothing was written to {target} for {dest}")
         if target.is_dir() and dest.is_dir():
