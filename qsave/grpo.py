@@ -349,6 +349,7 @@ def _grpo_args(cfg: GRPOStageConfig, output_dir: Path, processor: Any) -> Any:
         logging_steps=1,
         disable_tqdm=True,
         generation_kwargs={"suppress_tokens": suppress},
+        model_init_kwargs={"use_safetensors": True},  # trl loads the reference model (beta > 0) with these
         **runtime_arguments(cfg.profile, cfg.seed),
     )
 
