@@ -433,6 +433,8 @@ def save_trained_model(
 
     out = Path(out_dir)
     staging = out.with_name(f".{out.name}.trained")
+    if trainer.is_world_process_zero():  # a run killed while saving left one (maybe a stale adapter in it)
+        shutil.rmtree(staging, ignore_errors=True)
     trainer.save_model(str(staging))
     if trainer.is_world_process_zero():
         dtype = getattr(torch, profile.dtype)
