@@ -130,10 +130,13 @@ def test_read_frames_real_clips() -> None:
     ("name", "backend", "declared"), [("tail_cut", "decord", 60), ("tail_cut_longer", "pyav", 120)]
 )
 def test_small_tail_loss_is_clamped(videos: dict[str, Path], name: str, backend: str, declared: int) -> None:
-    info = probe(videos[name])  # the container declares more frames than decode: count what decodes
+    # The container declares more frames than decode: count what decodes. Where a bisection over a cut
+    # GOP lands varies by a frame between runs, so allow up to 10 % missing here (the default is 5 %).
+    limits = DecodeLimits(max_missing_fraction=0.1)
+    info = probe(videos[name], limits)
     assert info.backend == backend and declared - 6 <= info.num_frames < declared
-    last = read_frames(videos[name], [info.num_frames - 1], size=(16, 16))
-    frames = read_frames(videos[name], [0, declared - 1, 10_000], size=(16, 16))
+    last = read_frames(videos[name], [info.num_frames - 1], size=(16, 16), limits=limits)
+    frames = read_frames(videos[name], [0, declared - 1, 10_000], size=(16, 16), limits=limits)
     assert frames.shape == (3, 16, 16, 3)
     assert np.array_equal(frames[1], last[0]) and np.array_equal(frames[2], last[0])
 
