@@ -32,7 +32,7 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         try:
             yield target
-        except OSError as exc:  # e.g. a full disk: name the artefact that was not written
+        except Exception as exc:  # e.g. a full disk (OSError, SafetensorError): name the artefact
             exc.add_note(f"while writing {dest} (left untouched; the partial temporary was removed)")
             raise
         if not target.exists():
