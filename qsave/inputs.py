@@ -89,10 +89,19 @@ def _segment_metadata(segment: Pathway, index: int) -> dict[str, Any]:
     }
 
 
+def prompt_style(processor: Any) -> str:
+    """The system-prompt style of the model a processor belongs to: what :func:`qsave.modeling.load_model`
+    read from the model directory (``full``, the syllabus, for a processor it did not load)."""
+    from qsave.modeling import PROMPT_ATTRIBUTE
+
+    return str(getattr(processor, PROMPT_ATTRIBUTE, "full"))
+
+
 def prompt_text(processor: Any, prompt: str, n_segments: int) -> str:
-    """The chat-formatted prompt (system syllabus, user turn) up to and including the assistant header."""
+    """The chat-formatted prompt (system turn in the model's style, user turn) up to and including the
+    assistant header."""
     text = processor.apply_chat_template(
-        chat_messages(prompt, n_segments), tokenize=False, add_generation_prompt=True
+        chat_messages(prompt, n_segments, prompt_style(processor)), tokenize=False, add_generation_prompt=True
     )
     return str(text)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from qsave.prompts import level_token_ids, tokenizer_corpus
+from qsave.prompts import SYSTEM_PROMPTS, level_token_ids, tokenizer_corpus
 from qsave.slowfast import LOCAL_SAMPLER, SamplerConfig
 from qsave.storage import atomic_path, text_sha256, write_text_atomic
 
@@ -28,6 +28,11 @@ PRODUCTION_MODEL: Final = "Qwen/Qwen3-VL-8B-Instruct"
 TINY: Final = "tiny"
 SAMPLER_FILE: Final = "qsave_sampler.json"
 """In a model directory: the SlowFast sampler config the model was built or trained for."""
+PROMPT_FILE: Final = "qsave_prompt.json"
+"""In a model directory: the system-prompt style the model was built or trained with (absent: ``full``)."""
+PROMPT_ATTRIBUTE: Final = "qsave_system_prompt"
+"""Attribute :func:`load_model` sets on the processor: the model's system-prompt style, which
+:func:`qsave.inputs.build_inputs` reads."""
 
 SPECIAL_TOKENS: Final = (
     "<|endoftext|>",
@@ -97,6 +102,9 @@ class TinyModelConfig:
     patch_size: int = 16
     temporal_patch_size: int = 2
     spatial_merge_size: int = 2
+    system_prompt: str = "compact"
+    """System-prompt style the model is built for (:data:`qsave.prompts.SYSTEM_PROMPTS`): the syllabus
+    would be ~90% of the tiny model's tokens and dominate its step time."""
 
     def config_hash(self) -> str:
         return text_sha256(json.dumps(dataclasses.asdict(self), sort_keys=True))[:12]
@@ -233,7 +241,30 @@ def build_tiny(cfg: TinyModelConfig, out_dir: str | os.PathLike[str]) -> Path:
         processor.save_pretrained(tmp)
         (tmp / "qsave_tiny.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True))
         save_sampler_config(tmp, LOCAL_SAMPLER)
+        save_prompt_style(tmp, cfg.system_prompt)
     return Path(out_dir)
+
+
+def save_prompt_style(model_dir: str | os.PathLike[str], style: str) -> Path:
+    """Record in a model directory which system prompt it reads (write it beside every checkpoint)."""
+    if style not in SYSTEM_PROMPTS:
+        raise ValueError(f"unknown system prompt style {style!r}; use one of {', '.join(SYSTEM_PROMPTS)}")
+    return write_text_atomic(Path(model_dir) / PROMPT_FILE, json.dumps({"system_prompt": style}))
+
+
+def model_prompt_style(model_dir: str | os.PathLike[str]) -> str:
+    """The system-prompt style recorded in a model directory; ``full`` (the syllabus) when it records
+    none, as for a hub model."""
+    path = Path(model_dir) / PROMPT_FILE
+    if not path.is_file():
+        return "full"
+    try:
+        style = json.loads(path.read_text())["system_prompt"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not a valid prompt record ({exc}); delete or rewrite it") from exc
+    if style not in SYSTEM_PROMPTS:
+        raise ValueError(f"{path}: unknown system prompt style {style!r}; use one of {SYSTEM_PROMPTS}")
+    return str(style)
 
 
 def save_sampler_config(model_dir: str | os.PathLike[str], cfg: SamplerConfig) -> Path:
@@ -303,7 +334,8 @@ def load_model(
     """Load ``(model, processor)`` in eval mode: a local path, a hub id, ``tiny`` or an MLflow URI.
 
     Loads safetensors only and never runs remote code. Checks that the tokenizer writes each level word
-    as one token (probability scoring depends on it).
+    as one token (probability scoring depends on it). The processor carries the model's system-prompt
+    style (:data:`PROMPT_ATTRIBUTE`).
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -323,6 +355,7 @@ def load_model(
             f"'{TINY}', an MLflow URI (models:/name@alias), or a hub id reachable from here."
         ) from exc
     level_token_ids(processor.tokenizer)
+    setattr(processor, PROMPT_ATTRIBUTE, model_prompt_style(path) if Path(path).is_dir() else "full")
     if device is not None:
         model = model.to(device)
     return model.eval(), processor

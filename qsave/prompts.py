@@ -126,14 +126,32 @@ def level_token_ids(tokenizer: Any) -> tuple[int, ...]:
     return tuple(ids)
 
 
-def system_prompt() -> str:
-    """The syllabus: every level per dimension in words, the reason codes, and the answer format."""
-    lines = [
+SYSTEM_PROMPTS: Final = ("full", "compact")
+"""System-prompt styles: ``full`` is the syllabus (every level defined in words, the reason codes, the
+format; ~790 tokens on the tiny tokenizer); ``compact`` names the dimensions, levels and format only
+(~60 tokens), for the tiny local model whose step time the syllabus would dominate. A model directory
+records its style (:func:`qsave.modeling.model_prompt_style`), so training, scoring and serving agree."""
+
+
+def system_prompt(style: str = "full") -> str:
+    """The system turn of a style (see :data:`SYSTEM_PROMPTS`)."""
+    if style not in SYSTEM_PROMPTS:
+        raise ValueError(f"unknown system prompt style {style!r}; use one of {', '.join(SYSTEM_PROMPTS)}")
+    intro = (
         "You are a video quality assessor for AI-generated videos. Given a video and the prompt it was "
         "generated from, rate visual quality, motion quality, text-video alignment and overall quality "
-        f"on five levels: {', '.join(LEVELS)}.",
-        "",
-    ]
+        f"on five levels: {', '.join(LEVELS)}."
+    )
+    if style == "compact":
+        return "\n".join(
+            [
+                intro,
+                f"Answer inside {ANSWER_OPEN} {ANSWER_CLOSE}, one line per dimension, then the reason codes "
+                f"of {', '.join(LOW_LEVELS)} ratings (or {NO_REASONS}):",
+                _answer_block({dim: "<level>" for dim in DIMENSIONS}, "<codes>"),
+            ]
+        )
+    lines = [intro, ""]
     for dim in DIMENSIONS:
         lines.append(f"{DIMENSION_NAMES[dim].capitalize()}:")
         lines.extend(f"- {level}: {SYLLABUS[dim][level]}." for level in LEVELS)
@@ -175,10 +193,11 @@ def user_content(prompt: str, n_segments: int) -> list[dict[str, str]]:
     return content
 
 
-def chat_messages(prompt: str, n_segments: int) -> list[dict[str, Any]]:
-    """System syllabus plus user turn, ready for ``processor.apply_chat_template``."""
+def chat_messages(prompt: str, n_segments: int, style: str = "full") -> list[dict[str, Any]]:
+    """System turn (the syllabus, or the compact prompt of ``style``) plus user turn, ready for
+    ``processor.apply_chat_template``."""
     return [
-        {"role": "system", "content": [{"type": "text", "text": system_prompt()}]},
+        {"role": "system", "content": [{"type": "text", "text": system_prompt(style)}]},
         {"role": "user", "content": user_content(prompt, n_segments)},
     ]
 
@@ -422,7 +441,7 @@ def parse_lenient(text: str) -> ParsedAnswer:
 
 def tokenizer_corpus() -> list[str]:
     """Texts a tiny tokenizer is trained on: the syllabus, prompts, answers and every taxonomy word."""
-    texts = [system_prompt(), scoring_prefix(), *slot_continuations()]
+    texts = [*(system_prompt(s) for s in SYSTEM_PROMPTS), scoring_prefix(), *slot_continuations()]
     for dim in DIMENSIONS:
         for level in LEVELS:
             texts.append(f"{slot_prefix(dim)}{level_text(level)}\n")

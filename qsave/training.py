@@ -43,7 +43,15 @@ import numpy as np
 from qsave.inputs import build_inputs
 from qsave.losses import soft_level_targets
 from qsave.manifest import resolve_video_path
-from qsave.modeling import PRODUCTION_MODEL, TINY, load_model, model_sampler_config, save_sampler_config
+from qsave.modeling import (
+    PRODUCTION_MODEL,
+    TINY,
+    load_model,
+    model_prompt_style,
+    model_sampler_config,
+    save_prompt_style,
+    save_sampler_config,
+)
 from qsave.preprocess import load_clip
 from qsave.prompts import build_target
 from qsave.schema import DIMENSIONS, mos_column, std_column
@@ -396,9 +404,9 @@ def save_stage_model(
     out_dir: str | os.PathLike[str],
     extra_files: Mapping[str, str] | None = None,
 ) -> Path:
-    """Write the stage's full model (adapter merged), processor, sampler config and ``extra_files``
-    (name → text, e.g. the stage's config and metrics) to ``out_dir``, atomically; the sampler config is
-    the one ``source_dir`` recorded."""
+    """Write the stage's full model (adapter merged), processor, sampler config, system-prompt style and
+    ``extra_files`` (name → text, e.g. the stage's config and metrics) to ``out_dir``, atomically; the
+    sampler config and prompt style are the ones ``source_dir`` recorded."""
     plain = merged_model(model)
     if lora_module_names(plain):
         raise RuntimeError("LoRA layers survived merging; refusing to save a model with nested adapters")
@@ -408,6 +416,7 @@ def save_stage_model(
         processor.save_pretrained(tmp)
         if sampler is not None:
             save_sampler_config(tmp, sampler)
+        save_prompt_style(tmp, model_prompt_style(source_dir))
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
     return Path(out_dir)
