@@ -51,17 +51,17 @@ def records_to_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame([record_to_row(r) for r in records])
 
 
-def predict_clips(
+def clip_records(
     model_name_or_path: str,
     clip_table: pd.DataFrame,
     manifest: pd.DataFrame,
     cfg: PredictConfig = PredictConfig(),
     progress: bool = False,
-) -> pd.DataFrame:
-    """Score the preprocessed clips of ``manifest``'s rows (no decoding) with one model.
+) -> list[dict[str, Any]]:
+    """``qsave score`` records for the preprocessed clips of ``manifest``'s rows (no decoding), in row order.
 
     ``clip_table`` maps ``video_id`` → absolute ``clip_path`` and ``status`` (see
-    :func:`qsave.preprocess.read_exported`); rows without a usable clip get an ``error``.
+    :func:`qsave.preprocess.read_exported`); rows without a usable clip get an error record.
     """
     from tqdm import tqdm
 
@@ -78,7 +78,7 @@ def predict_clips(
         clip = clips.get(video_id)
         if clip is None or clip.status == "failed" or not clip.clip_path:
             reason = "no_clip" if clip is None else (clip.reason or "preprocess_failed")
-            records[video_id] = {"video_id": video_id, "error": reason}
+            records[video_id] = {"video_id": video_id, "prompt": prompt, "error": reason}
         else:
             requests.append(ScoreRequest(video_id, str(clip.clip_path), prompt))
     for start in tqdm(range(0, len(requests), cfg.batch_size), desc="predict", disable=not progress):
@@ -93,8 +93,18 @@ def predict_clips(
         )
         for request, result in zip(batch, results, strict=True):
             records[request.video_id] = score_record(request, result, {})
-    frame = records_to_frame(records[v] for v in manifest["video_id"].astype(str))
-    return frame
+    return [records[v] for v in manifest["video_id"].astype(str)]
+
+
+def predict_clips(
+    model_name_or_path: str,
+    clip_table: pd.DataFrame,
+    manifest: pd.DataFrame,
+    cfg: PredictConfig = PredictConfig(),
+    progress: bool = False,
+) -> pd.DataFrame:
+    """:func:`clip_records` as a prediction frame."""
+    return records_to_frame(clip_records(model_name_or_path, clip_table, manifest, cfg, progress))
 
 
 def predict_videos(

@@ -92,8 +92,14 @@ def record_pipeline(
         flyte_execution_id=execution_id,
         config_hash=config_hash(recipe),
     )
+    samples = Path(evaluation) / "sample_explanations.jsonl"
     version = register_model(
-        Path(stages["final_sft"]) / "model", candidate, lineage, parent_run_id=parent, uri=tracking_uri
+        Path(stages["final_sft"]) / "model",
+        candidate,
+        lineage,
+        parent_run_id=parent,
+        samples=samples if samples.is_file() else None,
+        uri=tracking_uri,
     )
     champion = metrics_from_report(report, "champion") if "champion" in report["models"] else None
     decision = gate_model_version(version, gate, champion_metrics=champion, uri=tracking_uri)

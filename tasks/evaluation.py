@@ -16,6 +16,7 @@ from tasks.data import Validated
 from tasks.images import CPU_IMAGE, GPU_IMAGE
 
 EVAL_META = "evaluation.json"
+SAMPLES = "sample_explanations.jsonl"
 
 
 @task(
@@ -40,7 +41,7 @@ def evaluate(
     an empty string or an unknown alias skips it (first run).
     """
     from qsave.manifest import dataset_version, read_manifest
-    from qsave.predictions import evaluate_models, write_predictions
+    from qsave.predictions import PredictConfig, clip_records, evaluate_models, write_predictions
     from qsave.preprocess import read_exported
     from qsave.recipe import base_model
     from qsave.registry import champion_reference
@@ -55,10 +56,13 @@ def evaluate(
     if found:
         models["champion"] = found
     data_dir = dataset.download()
-    evaluation, predictions = evaluate_models(
-        models, read_exported(clips.download()), manifest, split=split, dataset_dir=data_dir
-    )
+    table = read_exported(clips.download())
+    evaluation, predictions = evaluate_models(models, table, manifest, split=split, dataset_dir=data_dir)
     write_report(evaluation, out)
+    samples = clip_records(
+        models["candidate"], table, manifest[manifest["split"] == split].head(3), PredictConfig(explain=True)
+    )
+    write_text_atomic(out / SAMPLES, "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples))
     for name, frame in predictions.items():
         write_predictions(frame, out / f"predictions_{name}.parquet")
     eval_rows = manifest[manifest["split"].astype(str) == split]
