@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from flytekit import Deck, FlyteContextManager, Resources, current_context, task
+from flytekit.exceptions.user import FlyteDataNotFoundException
 from flytekit.extras.accelerators import H100
 from flytekit.types.directory import FlyteDirectory
 
@@ -187,7 +188,10 @@ def restore_checkpoints(root: Path) -> bool:
     marker = root / ".checkpoints-restored"
     with FileLock(str(root / ".checkpoints.lock")):
         if not marker.exists():
-            restored = current_context().checkpoint.restore(checkpoints)
+            try:
+                restored = current_context().checkpoint.restore(checkpoints)
+            except FlyteDataNotFoundException:
+                restored = None  # the previous attempt ended before its first checkpoint
             newest = last_checkpoint(checkpoints)
             if restored is not None and newest is not None:
                 print(f"resuming from the previous attempt's {newest.name}")
