@@ -107,7 +107,9 @@ class TinyModelConfig:
     would be ~90% of the tiny model's tokens and dominate its step time."""
 
     def config_hash(self) -> str:
-        return text_sha256(json.dumps(dataclasses.asdict(self), sort_keys=True))[:12]
+        """The cache key: this config and the tokenizer's training texts (a change to either rebuilds)."""
+        corpus = text_sha256("\n".join(tokenizer_corpus()))
+        return text_sha256(json.dumps({**dataclasses.asdict(self), "corpus": corpus}, sort_keys=True))[:12]
 
 
 def qsave_home() -> Path:

@@ -452,4 +452,19 @@ def tokenizer_corpus() -> list[str]:
         )
     for n_segments in (1, 2):
         texts.extend(c.get("text", "") for c in user_content("a red ball rolls left on a beach", n_segments))
+    texts.extend(_content_texts())
+    return texts
+
+
+def _content_texts(n_scenes: int = 400, max_seconds: float = 30.0) -> list[str]:
+    """Scene prompts of the synthetic vocabulary (a fixed sample) and Qwen3-VL's frame timestamps
+    (``<1.3 seconds>``, as its processor writes them): without them a tiny tokenizer spells every prompt
+    word and timestamp letter by letter (a 46-token prompt, 11 tokens per timestamp)."""
+    import numpy as np
+
+    from qsave.scenes import describe, sample_scene
+
+    rng = np.random.default_rng(0)
+    texts = [describe(sample_scene(rng)) for _ in range(n_scenes)]
+    texts += [f"<{tenths / 10:.1f} seconds>" for tenths in range(int(max_seconds * 10) + 1)]
     return texts
