@@ -89,6 +89,8 @@ def main() -> None:
     parser.add_argument("--final", default="{}", help='final-SFT overrides (JSON); {"skip": true} skips it')
     parser.add_argument("--grpo-steps", type=int, default=-1, help="−1: the profile's; 0 skips GRPO")
     parser.add_argument("--grpo", default="{}", help="GRPOStageConfig overrides (JSON)")
+    parser.add_argument("--pretrained", action="store_true", help="start from the caption-pretrained base")
+    parser.add_argument("--pretrain", default="{}", help="PretrainConfig overrides (JSON)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--split", default="test")
     parser.add_argument("--train-split", action="store_true", help="also report SRCC on the train split")
@@ -98,7 +100,13 @@ def main() -> None:
     clock = Clock()
     dataset, table = clock.run("corpus", corpus, args.work, args.n, args.corpus_seed)
     tiny = TinyModelConfig(**json.loads(args.tiny))
-    base = str(clock.run("base_model", tiny_model_path, tiny))
+    if args.pretrained:
+        from qsave.pretrain import PretrainConfig, pretrained_tiny_path
+
+        pretrain = PretrainConfig(tiny=tiny, **json.loads(args.pretrain))
+        base = str(clock.run("base_model", pretrained_tiny_path, pretrain, None, True))
+    else:
+        base = str(clock.run("base_model", tiny_model_path, tiny))
     final_overrides = json.loads(args.final)
     skip_final = bool(final_overrides.pop("skip", False))
     recipe = Recipe(base_model=base, seed=args.seed, grpo_steps=args.grpo_steps)
@@ -118,6 +126,7 @@ def main() -> None:
     result: dict[str, Any] = {
         "n": args.n,
         "tiny": json.loads(args.tiny),
+        "pretrained": json.loads(args.pretrain) if args.pretrained else None,
         "sft": json.loads(args.sft),
         "grpo_steps": 0 if grpo_cfg is None else grpo_cfg.max_steps,
         "final": "skip" if final_cfg is None else final_overrides,

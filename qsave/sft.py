@@ -193,7 +193,7 @@ def answer_loss(
     return terms, outputs
 
 
-def _trainer_class() -> type:
+def dual_supervision_trainer_class() -> type:
     from transformers import Trainer
 
     class DualSupervisionTrainer(VisionLrMixin, Trainer):
@@ -282,7 +282,7 @@ def run_sft(
         trainable,
         total,
     )
-    trainer = _trainer_class()(
+    trainer = dual_supervision_trainer_class()(
         model=model,
         args=args,
         train_dataset=dataset,
