@@ -5,7 +5,8 @@ directory, so it can be moved, uploaded (a Flyte output) and hashed as one unit.
 
 - ``synthetic``: the embedded default corpus (:mod:`qsave.synthetic`), rendered here.
 - ``aigve``, ``folder``, ``csv``, ``jsonl``: an import (:mod:`qsave.importers`) from ``uri``.
-- ``manifest``: an existing manifest (Parquet/JSONL) at ``uri``; relative video paths
+- ``manifest``: an existing manifest (Parquet/JSONL) at ``uri`` — a local path or any fsspec URI
+  (``s3://…``, ``gs://…``; the manifest's folder is downloaded first); relative video paths
   are taken from its folder.
 
 Videos of imported sources are linked (or copied) into ``videos/``. Rows whose video is missing are kept
@@ -59,6 +60,18 @@ def _localise_videos(frame: pd.DataFrame, base_dir: Path | None, out: Path) -> p
     return frame
 
 
+def fetch_remote_folder(uri: str, dest: str | os.PathLike[str]) -> Path:
+    """Download the folder holding ``uri`` (an fsspec URL of a file) into ``dest``; returns the local file."""
+    import fsspec
+
+    folder, name = uri.rstrip("/").rsplit("/", 1)
+    fs, root = fsspec.core.url_to_fs(folder)
+    if not fs.exists(f"{root}/{name}"):
+        raise FileNotFoundError(f"{uri} does not exist (check the snapshot location and credentials)")
+    fs.get(root, str(dest), recursive=True)
+    return Path(dest) / name
+
+
 def ingest(cfg: IngestConfig, out_dir: str | os.PathLike[str], progress: bool = False) -> Path:
     """Write the dataset directory ``out_dir`` (atomically) and return its manifest's path."""
     if cfg.source not in SOURCES:
@@ -70,7 +83,10 @@ def ingest(cfg: IngestConfig, out_dir: str | os.PathLike[str], progress: bool = 
             generate_corpus(SynthConfig(n=cfg.n_videos, seed=cfg.seed), tmp, progress=progress)
         else:
             tmp.mkdir(parents=True)
-            if cfg.source == "manifest":
+            if cfg.source == "manifest" and "://" in cfg.uri:
+                local = fetch_remote_folder(cfg.uri, tmp.parent / f"{tmp.name}-download")
+                frame, base = read_manifest(local), local.parent
+            elif cfg.source == "manifest":
                 frame, base = read_manifest(cfg.uri), Path(cfg.uri).resolve().parent
             else:
                 frame, base = import_source(cfg.source, cfg.uri, split=cfg.split).manifest, None

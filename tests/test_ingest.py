@@ -36,3 +36,21 @@ def test_bad_source_is_a_clear_error_and_writes_nothing(tmp_path):
     with pytest.raises(ValueError, match="needs a uri"):
         ingest(IngestConfig(source="csv"), tmp_path / "ds")
     assert not (tmp_path / "ds").exists()
+
+
+def test_manifest_snapshot_behind_a_url_is_downloaded_with_its_videos(tmp_path):
+    snapshot = tmp_path / "bucket" / "snapshots" / "2026-11-23"
+    (snapshot / "videos").mkdir(parents=True)
+    (snapshot / "videos" / "a.mp4").write_bytes(b"video bytes")
+    pd.DataFrame({"video_id": ["a"], "video_path": ["videos/a.mp4"], "prompt": ["a dog"]}).to_parquet(
+        snapshot / "manifest.parquet"
+    )
+    uri = f"file://{snapshot}/manifest.parquet"
+    manifest = ingest(IngestConfig(source="manifest", uri=uri), tmp_path / "ds")
+    row = read_manifest(manifest).iloc[0]
+    assert (manifest.parent / row["video_path"]).read_bytes() == b"video bytes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bucket", "ds"], "no download folder left behind"
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ingest(
+            IngestConfig(source="manifest", uri=f"file://{tmp_path}/nope/manifest.parquet"), tmp_path / "x"
+        )
