@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 
-.PHONY: setup run test lint bench
+.PHONY: setup run test lint register
 setup:
 	@scripts/bootstrap.sh
 
@@ -15,3 +15,7 @@ lint: setup
 
 test: lint
 	@$(ENV) pytest -q $(ARGS)
+
+# Register every workflow and launch plan on a Flyte cluster, versioned by the git commit (README: cluster).
+register: setup
+	@$(ENV) scripts/register.sh $(ARGS)
