@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -238,27 +239,33 @@ def _pass_through(model: FlyteDirectory, root: Path) -> FlyteDirectory:
     return FlyteDirectory(str(root))
 
 
+def _train(
+    runner: Callable[..., Path],
+    source: str,
+    cfg: Any,
+    name: str,
+    label: str,
+    dataset: FlyteDirectory,
+    clips: FlyteDirectory,
+) -> FlyteDirectory:
+    """Run one stage (``run_sft`` or ``run_grpo``) from ``source``, resuming from a restored checkpoint."""
+    from qsave.preprocess import read_exported
+
+    root = _stage_dir(name)
+    resume = restore_checkpoints(root)
+    table = read_exported(clips.download())
+    callbacks = [checkpoint_store_callback()]
+    runner(source, dataset.download(), table, cfg, root, resume=resume, callbacks=callbacks)
+    return _finish(root, label)
+
+
 @task(**GPU_TASK)
 def sft(recipe: Recipe, dataset: FlyteDirectory, clips: FlyteDirectory) -> FlyteDirectory:
     """Stage 1: SFT on CoT targets with the dual-supervision loss, from the profile's base model."""
-    from qsave.preprocess import read_exported
     from qsave.recipe import base_model, stage_configs
     from qsave.sft import run_sft
 
-    cfg = stage_configs(recipe)[0]
-    root = _stage_dir("sft")
-    resume = restore_checkpoints(root)
-    clip_table = read_exported(clips.download())
-    run_sft(
-        base_model(recipe),
-        dataset.download(),
-        clip_table,
-        cfg,
-        root,
-        resume=resume,
-        callbacks=[checkpoint_store_callback()],
-    )
-    return _finish(root, "SFT")
+    return _train(run_sft, base_model(recipe), stage_configs(recipe)[0], "sft", "SFT", dataset, clips)
 
 
 @task(**GPU_TASK)
@@ -267,25 +274,12 @@ def grpo(
 ) -> FlyteDirectory:
     """Stage 2: GRPO with format, score-accuracy and attribution rewards (video in every log-prob pass)."""
     from qsave.grpo import run_grpo
-    from qsave.preprocess import read_exported
     from qsave.recipe import stage_configs
 
     cfg = stage_configs(recipe)[1]
-    root = _stage_dir("grpo")
     if cfg is None:
-        return _pass_through(model, root)
-    resume = restore_checkpoints(root)
-    source = Path(model.download()) / "model"
-    run_grpo(
-        source,
-        dataset.download(),
-        read_exported(clips.download()),
-        cfg,
-        root,
-        resume=resume,
-        callbacks=[checkpoint_store_callback()],
-    )
-    return _finish(root, "GRPO")
+        return _pass_through(model, _stage_dir("grpo"))
+    return _train(run_grpo, str(Path(model.download()) / "model"), cfg, "grpo", "GRPO", dataset, clips)
 
 
 @task(**GPU_TASK)
@@ -293,23 +287,11 @@ def final_sft(
     recipe: Recipe, model: FlyteDirectory, dataset: FlyteDirectory, clips: FlyteDirectory
 ) -> FlyteDirectory:
     """Stage 3: SFT again at a lower learning rate, starting from GRPO's model, for stability."""
-    from qsave.preprocess import read_exported
     from qsave.recipe import stage_configs
     from qsave.sft import run_sft
 
     cfg = stage_configs(recipe)[2]
-    root = _stage_dir("final_sft")
     if cfg is None:
-        return _pass_through(model, root)
-    resume = restore_checkpoints(root)
-    source = Path(model.download()) / "model"
-    run_sft(
-        source,
-        dataset.download(),
-        read_exported(clips.download()),
-        cfg,
-        root,
-        resume=resume,
-        callbacks=[checkpoint_store_callback()],
-    )
-    return _finish(root, "final SFT")
+        return _pass_through(model, _stage_dir("final_sft"))
+    source = str(Path(model.download()) / "model")
+    return _train(run_sft, source, cfg, "final_sft", "final SFT", dataset, clips)
