@@ -14,8 +14,11 @@ want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "[bootstrap] installing torch 2.13.0 (CPU) first, then the pinned project (a few minutes, once)"
   export PIP_DISABLE_PIP_VERSION_CHECK=1
-  .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
-  .venv/bin/python -m pip install -q "torch==2.13.0"
-  .venv/bin/python -m pip install -q -c constraints.txt -e ".[dev]"
+  log=.venv/install.log
+  : > "$log"
+  pip_install() { .venv/bin/python -m pip install -q "$@" >> "$log" 2>&1 || { tail -n 60 "$log"; echo "[bootstrap] pip install $* failed; full log: $log" >&2; exit 1; }; }
+  pip_install "torch==2.13.0"
+  pip_install -c constraints.txt -e ".[dev]"
   echo "$want" > "$stamp"
+  echo "[bootstrap] done (log: $log)"
 fi
