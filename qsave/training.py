@@ -112,6 +112,10 @@ class ProfileSettings:
     """DeepSpeed JSON or FSDP YAML; relative paths resolve against the repository's ``configs/``."""
     use_cpu: bool = True
     dataloader_workers: int = 0
+    torch_threads: int = 1
+    """CPU threads for torch's intra-op work while training (0: torch's default, one per core). The tiny
+    model's ops are too small to split: on a shared 2-core machine 2 threads made an SFT step 2–4× slower
+    in wall time and 5–7× in CPU time than 1 (``docs/learning.md``)."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -121,6 +125,8 @@ class ProfileSettings:
             problems.append(f"unknown attn_implementation {self.attn_implementation!r}")
         if self.distributed not in ("none", "deepspeed", "fsdp"):
             problems.append(f"distributed must be none, deepspeed or fsdp, got {self.distributed!r}")
+        if self.torch_threads < 0:
+            problems.append(f"torch_threads must be 0 (torch's default) or more, got {self.torch_threads}")
         if self.distributed != "none" and not self.distributed_config:
             problems.append(f"distributed={self.distributed!r} needs a distributed_config file")
         if problems:
@@ -142,6 +148,7 @@ def profile_settings(name: str) -> ProfileSettings:
             distributed_config="deepspeed_zero3.json",
             use_cpu=False,
             dataloader_workers=4,
+            torch_threads=0,
         )
     raise ValueError(f"unknown training profile {name!r}; use one of {', '.join(PROFILES)}")
 
@@ -358,6 +365,7 @@ def lora_module_names(model: Any) -> list[str]:
 
 def load_for_training(model_dir: str, profile: ProfileSettings, lora: LoraSettings) -> tuple[Any, Any]:
     """``(model, processor)`` ready to train: a full model (never an adapter), with LoRA applied if asked.
+    Sets torch's CPU thread count to the profile's ``torch_threads`` (process-wide) when it names one.
 
     Raises ``ValueError`` when ``model_dir`` holds a peft adapter (transformers would load its base and
     attach it, and a new LoRA would then sit on an unmerged one): stages hand over merged full models
@@ -365,6 +373,8 @@ def load_for_training(model_dir: str, profile: ProfileSettings, lora: LoraSettin
     """
     import torch
 
+    if profile.torch_threads:
+        torch.set_num_threads(profile.torch_threads)
     if (Path(model_dir) / ADAPTER_FILE).is_file():
         raise ValueError(
             f"{model_dir} holds a LoRA adapter ({ADAPTER_FILE}), not a full model; stages must start from "
