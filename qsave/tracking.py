@@ -80,8 +80,16 @@ def configure(uri: str | None = None) -> str:
     db = _sqlite_path(resolved)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
+    # MLflow also writes the URI into MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI; keep the user's values, or
+    # one call with an explicit URI would silently redirect every later default lookup in this process.
+    saved = {name: os.environ.get(name) for name in (TRACKING_URI_ENV, "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(resolved)
     mlflow.set_registry_uri(resolved)
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     return resolved
 
 

@@ -194,3 +194,11 @@ def test_real_server_tracking_and_registry(mlflow_server: str, tmp_path: Path) -
     champion = registry.get_version("champion", uri=mlflow_server)
     assert champion.version == version
     assert champion.tags["flyte_execution_id"] == "exec-server" and champion.tags["gate"] == "passed"
+
+
+def test_an_explicit_uri_does_not_leak_into_later_default_lookups(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("QSAVE_HOME", str(tmp_path))
+    tracking.configure("http://127.0.0.1:5999")
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert tracking.tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
