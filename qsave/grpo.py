@@ -43,32 +43,26 @@ import json
 import logging
 import math
 import os
-import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from qsave.inputs import build_inputs
-from qsave.manifest import read_manifest
-from qsave.modeling import SPECIAL_TOKENS, model_sampler_config, resolve_model_path
+from qsave.modeling import SPECIAL_TOKENS
 from qsave.preprocess import load_clip
 from qsave.rewards import ACCURACY_SIGMA, reward_functions
 from qsave.schema import DIMENSIONS, REASON_DIMENSIONS, mos_column, reasons_column
-from qsave.synthetic import MANIFEST_NAME
 from qsave.training import (
     METRICS_FILE,
     LoraSettings,
     ProfileSettings,
-    StageOutputs,
     TrainingExample,
-    last_checkpoint,
-    load_examples,
     load_for_training,
     metrics_callback,
+    prepare_stage,
     runtime_arguments,
     save_stage_model,
-    write_skipped,
 )
 
 if TYPE_CHECKING:
@@ -415,30 +409,11 @@ def run_grpo(
     ``entropy``, ``step_time``), ``skipped.json`` (rows left out and why) and ``checkpoints/`` (every
     ``cfg.save_steps``; ``resume`` continues from the newest, without it old ones are removed first).
     """
-    outputs = StageOutputs(Path(out_dir))
-    source = resolve_model_path(str(model_dir))
-    manifest = read_manifest(Path(dataset_dir) / MANIFEST_NAME)
-    examples, skipped = load_examples(manifest, clips_table, cfg.split, clips_base_dir)
-    outputs.root.mkdir(parents=True, exist_ok=True)
-    write_skipped(skipped, outputs.skipped)
-    for s in skipped:
-        log.warning("GRPO skips %s: %s (%s)", s.video_id, s.reason, s.detail)
-    if not examples:
-        raise ValueError(
-            f"no GRPO rows in split {cfg.split!r} of {dataset_dir} ({len(skipped)} skipped, see "
-            f"{outputs.skipped}); GRPO needs rated rows with preprocessed clips"
-        )
-    sampler = model_sampler_config(source)
-    found = load_clip(examples[0].clip_path).config_fingerprint
-    if sampler is not None and found and found != sampler.fingerprint():
-        raise ValueError(
-            f"row {examples[0].video_id!r}: its clip was sampled with sampler config {found}, but {source} "
-            f"records {sampler.fingerprint()}; preprocess the dataset with the model's sampler"
-        )
-
-    checkpoint = last_checkpoint(outputs.checkpoints) if resume else None
-    if not resume and outputs.checkpoints.exists():
-        shutil.rmtree(outputs.checkpoints)
+    stage = prepare_stage(
+        "GRPO", model_dir, dataset_dir, clips_table, cfg.split, out_dir,
+        clips_base_dir=clips_base_dir, resume=resume,
+    )  # fmt: skip
+    outputs, source, examples, checkpoint = stage.outputs, stage.source, stage.examples, stage.checkpoint
     model, processor = load_for_training(source, cfg.profile, LoraSettings(enabled=False))
     trainer = build_trainer(
         model,
@@ -449,7 +424,7 @@ def run_grpo(
         [metrics_callback(outputs.metrics), *callbacks],
     )
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    record = {"config": dataclasses.asdict(cfg), "examples": len(examples), "skipped": len(skipped)}
+    record = {"config": dataclasses.asdict(cfg), "examples": len(examples), "skipped": len(stage.skipped)}
     extra = {CONFIG_FILE: json.dumps(record, indent=2, sort_keys=True)}
     if outputs.metrics.is_file():
         extra[METRICS_FILE] = outputs.metrics.read_text()

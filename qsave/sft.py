@@ -23,7 +23,6 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,27 +30,21 @@ from typing import TYPE_CHECKING, Any, Final
 
 from qsave.inputs import IGNORE_INDEX
 from qsave.losses import DualLoss, dual_supervision_loss
-from qsave.manifest import read_manifest
-from qsave.modeling import resolve_model_path
 from qsave.prompts import level_token_ids
-from qsave.synthetic import MANIFEST_NAME
 from qsave.training import (
     METRICS_FILE,
     LoraSettings,
     ProfileSettings,
-    StageOutputs,
     SupervisedCollator,
     SupervisedDataset,
     VisionLrMixin,
-    last_checkpoint,
-    load_examples,
     load_for_training,
     metrics_callback,
+    prepare_stage,
     profile_settings,
     runtime_arguments,
     save_trained_model,
     trainable_parameters,
-    write_skipped,
 )
 
 if TYPE_CHECKING:
@@ -258,19 +251,12 @@ def run_sft(
     """
     from transformers import TrainingArguments
 
-    outputs = StageOutputs(Path(out_dir))
-    source = resolve_model_path(str(model_dir))
-    manifest = read_manifest(Path(dataset_dir) / MANIFEST_NAME)
-    examples, skipped = load_examples(manifest, clips_table, cfg.split, clips_base_dir)
-    outputs.root.mkdir(parents=True, exist_ok=True)
-    write_skipped(skipped, outputs.skipped)
-    for s in skipped:
-        log.warning("not training on %s: %s (%s)", s.video_id, s.reason, s.detail)
-    dataset = SupervisedDataset(examples, cfg.think_fraction, cfg.seed)
-
-    checkpoint = last_checkpoint(outputs.checkpoints) if resume else None
-    if not resume:
-        shutil.rmtree(outputs.checkpoints, ignore_errors=True)
+    stage = prepare_stage(
+        "SFT", model_dir, dataset_dir, clips_table, cfg.split, out_dir,
+        clips_base_dir=clips_base_dir, resume=resume,
+    )  # fmt: skip
+    outputs, source, checkpoint, skipped = stage.outputs, stage.source, stage.checkpoint, stage.skipped
+    dataset = SupervisedDataset(stage.examples, cfg.think_fraction, cfg.seed)
     # TrainingArguments before the model: DeepSpeed ZeRO-3 must see them to shard weights while loading.
     args = TrainingArguments(**cfg.training_arguments(outputs.checkpoints))
     model, processor = load_for_training(source, cfg.profile, cfg.lora)

@@ -49,6 +49,7 @@ from qsave.modeling import (
     load_model,
     model_prompt_style,
     model_sampler_config,
+    resolve_model_path,
     save_prompt_style,
     save_sampler_config,
 )
@@ -586,3 +587,62 @@ class StageOutputs:
         object.__setattr__(self, "checkpoints", self.root / CHECKPOINT_DIR)
         object.__setattr__(self, "metrics", self.root / METRICS_FILE)
         object.__setattr__(self, "skipped", self.root / SKIPPED_FILE)
+
+
+@dataclass(frozen=True)
+class StageInputs:
+    """What every training stage starts from (see :func:`prepare_stage`)."""
+
+    outputs: StageOutputs
+    source: str
+    """The resolved base model directory (or hub id)."""
+    examples: list[TrainingExample]
+    skipped: list[Skipped]
+    checkpoint: Path | None
+    """The checkpoint to resume from, or None for a fresh start."""
+
+
+def prepare_stage(
+    stage: str,
+    model_dir: str | os.PathLike[str],
+    dataset_dir: str | os.PathLike[str],
+    clips_table: pd.DataFrame | str | os.PathLike[str],
+    split: str,
+    out_dir: str | os.PathLike[str],
+    *,
+    clips_base_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+) -> StageInputs:
+    """The common start of a stage: its rows (unusable ones written to ``skipped.json`` and logged), a
+    check that the clips were sampled with the model's sampler, and the checkpoint to resume from (without
+    ``resume``, old checkpoints are removed). Raises ``ValueError`` naming the split when no row is usable."""
+    import logging
+
+    from qsave.manifest import read_manifest
+    from qsave.synthetic import MANIFEST_NAME
+
+    log = logging.getLogger(f"qsave.{stage}")
+    outputs = StageOutputs(Path(out_dir))
+    source = resolve_model_path(str(model_dir))
+    manifest = read_manifest(Path(dataset_dir) / MANIFEST_NAME)
+    examples, skipped = load_examples(manifest, clips_table, split, clips_base_dir)
+    outputs.root.mkdir(parents=True, exist_ok=True)
+    write_skipped(skipped, outputs.skipped)
+    for s in skipped:
+        log.warning("%s skips %s: %s (%s)", stage, s.video_id, s.reason, s.detail)
+    if not examples:
+        raise ValueError(
+            f"no {stage} rows in split {split!r} of {dataset_dir} ({len(skipped)} skipped, see "
+            f"{outputs.skipped}); {stage} needs rated rows with preprocessed clips"
+        )
+    sampler = model_sampler_config(source) if Path(source).is_dir() else None
+    found = load_clip(examples[0].clip_path).config_fingerprint
+    if sampler is not None and found and found != sampler.fingerprint():
+        raise ValueError(
+            f"row {examples[0].video_id!r}: its clip was sampled with sampler config {found}, but {source} "
+            f"records {sampler.fingerprint()}; preprocess the dataset with the model's sampler"
+        )
+    checkpoint = last_checkpoint(outputs.checkpoints) if resume else None
+    if not resume:
+        shutil.rmtree(outputs.checkpoints, ignore_errors=True)
+    return StageInputs(outputs, source, examples, skipped, checkpoint)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,18 @@ import yaml
 from qsave.inputs import IGNORE_INDEX
 from qsave.losses import soft_level_targets
 from qsave.manifest import read_manifest
-from qsave.modeling import load_model, model_sampler_config, tiny_model_path
+from qsave.modeling import (
+    load_model,
+    model_sampler_config,
+    resolve_model_path,
+    save_sampler_config,
+    tiny_model_path,
+)
 from qsave.preprocess import merge_results, preprocess_shard
 from qsave.prompts import THINK_CLOSE, THINK_OPEN, level_token_ids
 from qsave.schema import DIMENSIONS, LEVELS, mos_column, score_to_level
 from qsave.sft import SFTStageConfig, profile_configs
-from qsave.slowfast import LOCAL_SAMPLER
+from qsave.slowfast import LOCAL_SAMPLER, SamplerConfig
 from qsave.synthetic import SynthConfig, generate_corpus
 from qsave.training import (
     CONFIG_DIR,
@@ -34,6 +41,7 @@ from qsave.training import (
     load_for_training,
     lora_module_names,
     merged_model,
+    prepare_stage,
     profile_settings,
     read_fsdp_config,
     resolve_attn_implementation,
@@ -251,3 +259,18 @@ def test_invalid_settings_are_refused() -> None:
         SFTStageConfig(think_fraction=1.5)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         runtime_arguments(ProfileSettings(distributed="deepspeed", distributed_config="nope.json"), seed=0)
+
+
+def test_a_stage_refuses_an_empty_split_and_clips_from_another_sampler(
+    corpus: tuple[pd.DataFrame, pd.DataFrame, Path], tmp_path: Path
+) -> None:
+    _, table, root = corpus
+    with pytest.raises(ValueError, match=r"no SFT rows in split 'holdout'"):
+        prepare_stage("SFT", "tiny", root, table, "holdout", tmp_path / "a", clips_base_dir=root)
+    model_dir = tmp_path / "model"
+    shutil.copytree(resolve_model_path("tiny"), model_dir)
+    save_sampler_config(model_dir, SamplerConfig())  # the model records production sizes, the clips are local
+    with pytest.raises(ValueError, match="preprocess the dataset with the model's sampler"):
+        prepare_stage("SFT", model_dir, root, table, "train", tmp_path / "b", clips_base_dir=root)
+    ready = prepare_stage("SFT", "tiny", root, table, "train", tmp_path / "c", clips_base_dir=root)
+    assert ready.examples and ready.checkpoint is None and ready.outputs.skipped.is_file()
