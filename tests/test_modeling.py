@@ -22,6 +22,7 @@ from qsave.prompts import level_text, level_token_ids
 from qsave.schema import LEVELS
 from qsave.slowfast import LOCAL_SAMPLER
 from qsave.storage import file_sha256
+from qsave.tracking import configure
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +142,7 @@ def test_mlflow_model_uri_resolves_to_the_saved_model(
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    configure()  # MLflow's process-wide URI outranks the variable once any earlier test has set one
 
     python_model: Any = mlflow.pyfunc.PythonModel
 
