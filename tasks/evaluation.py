@@ -4,6 +4,8 @@ track everything in MLflow, register the model and gate it."""
 from __future__ import annotations
 
 import json
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 from flytekit import Deck, Resources, current_context, task
@@ -77,6 +79,15 @@ def evaluate(
     return FlyteDirectory(str(out))
 
 
+def _execution_name() -> str:
+    """This execution's name: the one a cluster gives (stable across retries, so tracking and registration
+    stay idempotent), or — flytekit calls every local execution "local" — a new timestamped one per run."""
+    execution = current_context().execution_id
+    if execution is None or execution.project == "local":
+        return f"local-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    return str(execution.name)
+
+
 @task(container_image=CPU_IMAGE, requests=Resources(cpu="2", mem="8Gi"), retries=3, enable_deck=True)
 def track_register_gate(
     recipe: Recipe,
@@ -98,9 +109,8 @@ def track_register_gate(
     from qsave.gate import GateConfig
     from qsave.promotion import record_pipeline
 
-    ctx = current_context()
     decision, html = record_pipeline(
-        execution_id=ctx.execution_id.name if ctx.execution_id else "local",
+        execution_id=_execution_name(),
         recipe=recipe,
         validation_summary=json.loads(validation.summary),
         data_docs=validation.data_docs.download(),

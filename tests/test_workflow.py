@@ -21,7 +21,7 @@ from qsave.ingest import IngestConfig
 from qsave.modeling import load_model
 from qsave.preprocess import load_clip, read_exported
 from qsave.recipe import Recipe
-from qsave.registry import get_version
+from qsave.registry import get_version, list_versions
 from tasks.data import ingest, validate
 from workflows.qsave import qsave_pipeline
 
@@ -80,6 +80,7 @@ def test_readme_run_command_reuses_the_cache(first_run):
         "--data", json.dumps(SMALL), "--recipe", json.dumps(QUICK),
         "--min_srcc", "-1", "--min_plcc", "-1",
     ]  # fmt: skip
+    versions_before = len(list_versions())
     started = time.perf_counter()
     done = subprocess.run([pyflyte, *args], cwd=REPO, capture_output=True, text=True, timeout=900)
     seconds = time.perf_counter() - started
@@ -90,3 +91,4 @@ def test_readme_run_command_reuses_the_cache(first_run):
     assert "train_runtime" not in log, "training stages must come from the cache on an unchanged rerun"
     assert "shard 0:" not in log, "preprocessing must come from the cache on an unchanged rerun"
     print(f"first run {first_seconds:.0f} s, cached rerun {seconds:.0f} s")
+    assert len(list_versions()) == versions_before + 1, "every execution is tracked and registered anew"
