@@ -10,7 +10,6 @@ import os
 import signal
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from conftest import REPO, SHARED_DATA
+from conftest import REPO, SHARED_DATA, wait_for_http
 
 from qsave import registry
 from qsave.gate import GateConfig
@@ -142,19 +141,7 @@ def test_mlflow_models_serve_answers(store: str, tmp_path: Path) -> None:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/ping", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"mlflow models serve did not start: {(tmp_path / 'serve.log').read_text()[-3000:]}"
-                )
-            time.sleep(0.5)
+        wait_for_http(f"{base}/ping", proc, 120, tmp_path / "serve.log")
         body = {
             "dataframe_split": {
                 "columns": ["video", "prompt"],

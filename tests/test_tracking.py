@@ -10,14 +10,12 @@ import os
 import signal
 import socket
 import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, wait_for_http
 
 from qsave import tracking
 
@@ -144,19 +142,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"mlflow server did not start: {(store / 'server.log').read_text()[-2000:]}"
-                )
-            time.sleep(0.5)
+        wait_for_http(f"{url}/health", proc, 90, store / "server.log")
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
