@@ -91,6 +91,9 @@ def main() -> None:
     parser.add_argument("--grpo", default="{}", help="GRPOStageConfig overrides (JSON)")
     parser.add_argument("--pretrained", action="store_true", help="start from the caption-pretrained base")
     parser.add_argument("--pretrain", default="{}", help="PretrainConfig overrides (JSON)")
+    parser.add_argument(
+        "--degradation", action="store_true", help="with --pretrained: the degradation pretext, not captions"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--split", default="test")
     parser.add_argument("--train-split", action="store_true", help="also report SRCC on the train split")
@@ -101,9 +104,10 @@ def main() -> None:
     dataset, table = clock.run("corpus", corpus, args.work, args.n, args.corpus_seed)
     tiny = TinyModelConfig(**json.loads(args.tiny))
     if args.pretrained:
-        from qsave.pretrain import PretrainConfig, pretrained_tiny_path
+        from qsave.pretrain import DegradationPretrainConfig, PretrainConfig, pretrained_tiny_path
 
-        pretrain = PretrainConfig(tiny=tiny, **json.loads(args.pretrain))
+        kind = DegradationPretrainConfig if args.degradation else PretrainConfig
+        pretrain = kind(tiny=tiny, **json.loads(args.pretrain))
         base = str(clock.run("base_model", pretrained_tiny_path, pretrain, None, True))
     else:
         base = str(clock.run("base_model", tiny_model_path, tiny))
@@ -127,6 +131,7 @@ def main() -> None:
         "n": args.n,
         "tiny": json.loads(args.tiny),
         "pretrained": json.loads(args.pretrain) if args.pretrained else None,
+        "degradation": args.degradation,
         "sft": json.loads(args.sft),
         "grpo_steps": 0 if grpo_cfg is None else grpo_cfg.max_steps,
         "final": "skip" if final_cfg is None else final_overrides,

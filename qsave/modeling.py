@@ -28,6 +28,8 @@ PRODUCTION_MODEL: Final = "Qwen/Qwen3-VL-8B-Instruct"
 TINY: Final = "tiny"
 PRETRAINED_TINY: Final = "tiny-pretrained"
 """The tiny model after caption pretraining (:mod:`qsave.pretrain`), built once and cached."""
+QUALITY_PRETRAINED_TINY: Final = "tiny-quality-pretrained"
+"""The tiny model after the label-free degradation pretext (:mod:`qsave.pretrain`), built once and cached."""
 SAMPLER_FILE: Final = "qsave_sampler.json"
 """In a model directory: the SlowFast sampler config the model was built or trained for."""
 PROMPT_FILE: Final = "qsave_prompt.json"
@@ -301,15 +303,20 @@ def tiny_model_path(
 
 
 def resolve_model_path(name_or_path: str) -> str:
-    """``tiny`` → the cached tiny model; ``tiny-pretrained`` → the cached caption-pretrained one (built on
-    first use, minutes); a ``models:/`` or ``runs:/`` MLflow URI → its downloaded files;
-    anything else (a local path or a hub id) unchanged."""
+    """``tiny`` → the cached tiny model; ``tiny-pretrained`` → the cached caption-pretrained one and
+    ``tiny-quality-pretrained`` the degradation-pretrained one (built on first use, minutes); a
+    ``models:/`` or ``runs:/`` MLflow URI → its downloaded files; anything else (a local path or a hub
+    id) unchanged."""
     if name_or_path == TINY:
         return str(tiny_model_path())
     if name_or_path == PRETRAINED_TINY:
         from qsave.pretrain import pretrained_tiny_path
 
         return str(pretrained_tiny_path())
+    if name_or_path == QUALITY_PRETRAINED_TINY:
+        from qsave.pretrain import DegradationPretrainConfig, pretrained_tiny_path
+
+        return str(pretrained_tiny_path(DegradationPretrainConfig()))
     if name_or_path.startswith(("models:/", "runs:/")):
         return str(_download_mlflow_model(name_or_path))
     return name_or_path

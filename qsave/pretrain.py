@@ -11,6 +11,12 @@ The result is built once, offline and deterministically, and cached like downloa
 ``$QSAVE_HOME/models/tiny-pretrained-<hash>`` (the hash covers :class:`PretrainConfig`, the tiny model's
 config and its tokenizer texts); :func:`pretrained_tiny_path` returns it, building it on first use, and
 ``tiny-pretrained`` as a model name resolves to it (:func:`qsave.modeling.resolve_model_path`).
+
+A second, label-free pretext (:class:`DegradationPretrainConfig`, cached as
+``tiny-quality-pretrained-<hash>``): each pretraining clip is degraded on the fly with one of the
+frame-level artefacts of :mod:`qsave.artefacts` (or none) at a random severity, and the model names the
+family and a severity bin ("blur strong", "clean") from the video — quality-aware features without MOS or
+reasons (ARNIQA/CONTRIQUE-style). ``tiny-quality-pretrained`` resolves to it.
 """
 
 from __future__ import annotations
@@ -22,14 +28,36 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
-from qsave.modeling import PRETRAINED_TINY, TinyModelConfig, qsave_home, tiny_model_path
+import numpy as np
+
+from qsave.modeling import (
+    PRETRAINED_TINY,
+    QUALITY_PRETRAINED_TINY,
+    TinyModelConfig,
+    qsave_home,
+    tiny_model_path,
+)
 from qsave.storage import text_sha256
 
 log = logging.getLogger(__name__)
 
 CONFIG_FILE: Final = "qsave_pretrain_config.json"
+DEGRADATION_FAMILIES: Final = (
+    "blur",
+    "noise",
+    "compression_blocks",
+    "low_detail",
+    "exposure",
+    "color_distortion",
+    "flicker",
+    "freeze_stutter",
+)
+"""The frame-level artefacts of :func:`qsave.artefacts.degrade_frames` the degradation pretext names."""
+CLEAN: Final = "clean"
+SEVERITY_BINS: Final = (("mild", 0.15, 0.5), ("strong", 0.5, 1.0))
+"""``(name, low, high)``: a degraded view's severity is drawn uniformly in one bin."""
 
 
 @dataclass(frozen=True)
@@ -46,10 +74,29 @@ class PretrainConfig:
     warmup_ratio: float = 0.05
     seed: int = 0
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    model_name: ClassVar[str] = PRETRAINED_TINY
 
     def config_hash(self) -> str:
         record = {**dataclasses.asdict(self), "tiny": self.tiny.config_hash()}
         return text_sha256(json.dumps(record, sort_keys=True))[:12]
+
+    def dataset(self, items: list[dict[str, Any]]) -> CaptionDataset:
+        return CaptionDataset(items)
+
+
+@dataclass(frozen=True)
+class DegradationPretrainConfig(PretrainConfig):
+    """Degradation pretext: name the artefact family and severity bin applied on the fly to each clip."""
+
+    views_per_clip: int = 3
+    """Degraded views of each clip per epoch (each with its own family and severity)."""
+    clean_share: float = 1.0 / 9.0
+    """Share of views left undegraded (answer ``clean``)."""
+    families: tuple[str, ...] = DEGRADATION_FAMILIES
+    model_name: ClassVar[str] = QUALITY_PRETRAINED_TINY
+
+    def dataset(self, items: list[dict[str, Any]]) -> CaptionDataset:
+        return DegradationDataset(items, self)
 
 
 def _caption_items(manifest: Any, clip_table: Any) -> list[dict[str, Any]]:
@@ -84,8 +131,56 @@ class CaptionDataset:
         return {**item, "clip": load_clip(item["clip_path"])}
 
 
+def degrade_view(frames: np.ndarray, family: str, severity: float, rng: np.random.Generator) -> np.ndarray:
+    """uint8 frames ``(T, H, W, 3)`` with one :func:`qsave.artefacts.degrade_frames` artefact applied."""
+    from qsave.artefacts import degrade_frames
+
+    if family == CLEAN:
+        return frames
+    out = degrade_frames(frames.astype(np.float32) / 255.0, {family: severity}, rng)
+    return np.round(out * 255.0).astype(np.uint8)
+
+
+class DegradationDataset(CaptionDataset):
+    """``views_per_clip`` views of every clip, each degraded by one family at a random severity (or left
+    clean), answered ``"<family> <bin>"``; the draw is a function of ``(seed, index)``, so deterministic."""
+
+    def __init__(self, items: list[dict[str, Any]], cfg: DegradationPretrainConfig) -> None:
+        super().__init__(items)
+        unknown = [f for f in cfg.families if f not in DEGRADATION_FAMILIES]
+        if unknown:
+            raise ValueError(f"unknown degradation families {unknown}; choose from {DEGRADATION_FAMILIES}")
+        self.cfg = cfg
+
+    def __len__(self) -> int:
+        return len(self.items) * self.cfg.views_per_clip
+
+    def view(self, index: int) -> tuple[str, float, np.random.Generator]:
+        """``(family, severity, rng)`` of view ``index``."""
+        rng = np.random.default_rng([self.cfg.seed, index])
+        if rng.random() < self.cfg.clean_share:
+            return CLEAN, 0.0, rng
+        family = str(rng.choice(self.cfg.families))
+        _, low, high = SEVERITY_BINS[int(rng.integers(len(SEVERITY_BINS)))]
+        return family, float(rng.uniform(low, high)), rng
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = super().__getitem__(index % len(self.items))
+        family, severity, rng = self.view(index)
+        clip = item["clip"]
+        slow = dataclasses.replace(clip.slow, frames=degrade_view(clip.slow.frames, family, severity, rng))
+        fast = dataclasses.replace(clip.fast, frames=degrade_view(clip.fast.frames, family, severity, rng))
+        answer = CLEAN if family == CLEAN else f"{family.replace('_', ' ')} {severity_bin(severity)}"
+        return {**item, "clip": dataclasses.replace(clip, slow=slow, fast=fast), "answer": answer}
+
+
+def severity_bin(severity: float) -> str:
+    return next(name for name, _, high in SEVERITY_BINS if severity <= high)
+
+
 def pretrain_tiny(cfg: PretrainConfig, out_dir: str | os.PathLike[str], progress: bool = False) -> Path:
-    """Build the tiny base, caption-pretrain it on a fresh synthetic corpus, save it to ``out_dir``."""
+    """Build the tiny base, pretrain it on a fresh synthetic corpus (captions, or the degradation pretext
+    for a :class:`DegradationPretrainConfig`), save it to ``out_dir``."""
     from transformers import TrainingArguments
 
     from qsave.manifest import read_manifest
@@ -112,7 +207,7 @@ def pretrain_tiny(cfg: PretrainConfig, out_dir: str | os.PathLike[str], progress
         shard = preprocess_shard(
             manifest, LOCAL_SAMPLER, DecodeLimits(), work / "clips", work / "dataset", progress
         )
-        dataset = CaptionDataset(_caption_items(manifest, merge_results([shard.table])))
+        dataset = cfg.dataset(_caption_items(manifest, merge_results([shard.table])))
         profile = ProfileSettings()
         args = TrainingArguments(
             output_dir=str(work / "checkpoints"),
@@ -150,10 +245,11 @@ def pretrain_tiny(cfg: PretrainConfig, out_dir: str | os.PathLike[str], progress
 def pretrained_tiny_path(
     cfg: PretrainConfig | None = None, cache_dir: str | os.PathLike[str] | None = None, progress: bool = False
 ) -> Path:
-    """The cached caption-pretrained tiny model (built on first use): ``<cache>/tiny-pretrained-<hash>``."""
+    """The cached pretrained tiny model (built on first use): ``<cache>/<cfg.model_name>-<hash>``
+    (``tiny-pretrained`` for captions, ``tiny-quality-pretrained`` for the degradation pretext)."""
     cfg = cfg or PretrainConfig()
-    path = Path(cache_dir or qsave_home() / "models") / f"{PRETRAINED_TINY}-{cfg.config_hash()}"
+    path = Path(cache_dir or qsave_home() / "models") / f"{cfg.model_name}-{cfg.config_hash()}"
     if not (path / "config.json").is_file():
-        log.info("caption-pretraining the tiny base model into %s (once; cached)", path)
+        log.info("pretraining the tiny base model into %s (once; cached)", path)
         pretrain_tiny(cfg, path, progress)
     return path
