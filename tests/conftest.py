@@ -40,3 +40,22 @@ def wait_for_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float, log
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"{url} did not answer: {log.read_text()[-3000:]}")
         time.sleep(0.5)
+
+
+def training_corpus(root: Path, n: int) -> tuple[Path, Path]:
+    """An ``n``-clip 64×64 synthetic dataset under ``root/dataset``, SlowFast-sampled with the local sampler;
+    returns the dataset directory and its clip table (``root/clips.parquet``, clip paths relative to root)."""
+    from qsave.manifest import read_manifest
+    from qsave.preprocess import merge_results, preprocess_shard
+    from qsave.slowfast import LOCAL_SAMPLER
+    from qsave.synthetic import MANIFEST_NAME, SynthConfig, generate_corpus
+    from qsave.video import DecodeLimits
+
+    dataset = root / "dataset"
+    generate_corpus(SynthConfig(n=n, width=64, height=64, num_frames=16, workers=1), dataset)
+    manifest = read_manifest(dataset / MANIFEST_NAME)
+    shard = preprocess_shard(manifest, LOCAL_SAMPLER, DecodeLimits(), root / "clips", base_dir=dataset)
+    table = merge_results([shard.table])
+    table["clip_path"] = [str(Path(p).relative_to(root)) for p in table["clip_path"]]
+    table.to_parquet(root / "clips.parquet")
+    return dataset, root / "clips.parquet"

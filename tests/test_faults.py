@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO, SHARED_DATA
+from conftest import REPO, SHARED_DATA, training_corpus
 from safetensors.torch import load_file
 
 from qsave import registry, tracking
@@ -45,12 +45,12 @@ from qsave.cli import main
 from qsave.gate import GateConfig
 from qsave.manifest import read_manifest, write_manifest
 from qsave.modeling import load_model, tiny_model_path
-from qsave.preprocess import merge_results, preprocess_shard, save_clip
+from qsave.preprocess import preprocess_shard, save_clip
 from qsave.schema import DIMENSIONS
 from qsave.sft import SFTStageConfig, run_sft
 from qsave.slowfast import LOCAL_SAMPLER, sample_clip
 from qsave.storage import write_bytes_atomic, write_text_atomic
-from qsave.synthetic import MANIFEST_NAME, SynthConfig, encode_mp4, generate_corpus
+from qsave.synthetic import MANIFEST_NAME, encode_mp4
 from qsave.training import last_checkpoint, read_metrics, save_stage_model
 from qsave.video import DecodeLimits, VideoError, probe
 
@@ -78,15 +78,7 @@ def _env() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """An 8-clip synthetic dataset and its clip table (Parquet, relative clip paths)."""
-    root = tmp_path_factory.mktemp("faults")
-    dataset = root / "dataset"
-    generate_corpus(SynthConfig(n=8, width=64, height=64, num_frames=16, workers=1), dataset)
-    manifest = read_manifest(dataset / MANIFEST_NAME)
-    shard = preprocess_shard(manifest, LOCAL_SAMPLER, DecodeLimits(), root / "clips", base_dir=dataset)
-    table = merge_results([shard.table])
-    table["clip_path"] = [str(Path(p).relative_to(root)) for p in table["clip_path"]]
-    table.to_parquet(root / "clips.parquet")
-    return dataset, root / "clips.parquet"
+    return training_corpus(tmp_path_factory.mktemp("faults"), 8)
 
 
 # ---------------------------------------------------------------------------------- 1. kills

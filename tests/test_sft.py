@@ -11,18 +11,19 @@ from typing import Any
 import pandas as pd
 import pytest
 import torch
+from conftest import training_corpus
 from safetensors.torch import load_file
 
 from qsave.losses import dual_supervision_loss
 from qsave.manifest import read_manifest
 from qsave.modeling import load_model, model_sampler_config, tiny_model_path
-from qsave.preprocess import load_clip, merge_results, preprocess_shard
+from qsave.preprocess import load_clip
 from qsave.prompts import level_token_ids
 from qsave.schema import DIMENSIONS
 from qsave.scoring import score_clips
 from qsave.sft import CONFIG_FILE, SFTStageConfig, answer_loss, profile_configs, run_sft
 from qsave.slowfast import LOCAL_SAMPLER
-from qsave.synthetic import MANIFEST_NAME, SynthConfig, generate_corpus
+from qsave.synthetic import MANIFEST_NAME
 from qsave.training import (
     LoraSettings,
     SupervisedCollator,
@@ -31,7 +32,6 @@ from qsave.training import (
     lora_module_names,
     read_metrics,
 )
-from qsave.video import DecodeLimits
 
 FAST = SFTStageConfig(
     per_device_batch_size=2, save_steps=2, warmup_ratio=0.0, lr_scheduler_type="linear", think_fraction=0.0
@@ -42,15 +42,7 @@ FAST = SFTStageConfig(
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A 24-clip synthetic dataset directory and its clip table (Parquet, relative clip paths)."""
-    root = tmp_path_factory.mktemp("sft")
-    dataset = root / "dataset"
-    generate_corpus(SynthConfig(n=24, width=64, height=64, num_frames=16, workers=1), dataset)
-    manifest = read_manifest(dataset / MANIFEST_NAME)
-    shard = preprocess_shard(manifest, LOCAL_SAMPLER, DecodeLimits(), root / "clips", base_dir=dataset)
-    table = merge_results([shard.table])
-    table["clip_path"] = [str(Path(p).relative_to(root)) for p in table["clip_path"]]
-    table.to_parquet(root / "clips.parquet")
-    return dataset, root / "clips.parquet"
+    return training_corpus(tmp_path_factory.mktemp("sft"), 24)
 
 
 def training_loss(model_dir: Path, corpus: tuple[Path, Path]) -> tuple[float, float]:
