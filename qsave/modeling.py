@@ -37,6 +37,7 @@ PROMPT_FILE: Final = "qsave_prompt.json"
 PROMPT_ATTRIBUTE: Final = "qsave_system_prompt"
 """Attribute :func:`load_model` sets on the processor: the model's system-prompt style, which
 :func:`qsave.inputs.build_inputs` reads."""
+VISION_INITS: Final = ("quality", "random")
 
 SPECIAL_TOKENS: Final = (
     "<|endoftext|>",
@@ -109,11 +110,23 @@ class TinyModelConfig:
     system_prompt: str = "compact"
     """System-prompt style the model is built for (:data:`qsave.prompts.SYSTEM_PROMPTS`): the syllabus
     would be ~90% of the tiny model's tokens and dominate its step time."""
+    vision_init: str = "quality"
+    """``quality``: the analytic quality-aware front end of :mod:`qsave.vision_init` in the vision tower's
+    patch embedding and first block; ``random``: Qwen3-VL's random initialisation everywhere."""
+
+    def __post_init__(self) -> None:
+        if self.vision_init not in VISION_INITS:
+            raise ValueError(f"vision_init={self.vision_init!r}: use one of {', '.join(VISION_INITS)}")
 
     def config_hash(self) -> str:
-        """The cache key: this config and the tokenizer's training texts (a change to either rebuilds)."""
+        """The cache key: this config, the tokenizer's training texts and the vision front end's settings
+        (a change to any of them rebuilds)."""
+        from qsave.vision_init import QualityInit
+
         corpus = text_sha256("\n".join(tokenizer_corpus()))
-        return text_sha256(json.dumps({**dataclasses.asdict(self), "corpus": corpus}, sort_keys=True))[:12]
+        front = dataclasses.asdict(QualityInit()) if self.vision_init == "quality" else None
+        record = {**dataclasses.asdict(self), "corpus": corpus, "front": front}
+        return text_sha256(json.dumps(record, sort_keys=True))[:12]
 
 
 def qsave_home() -> Path:
@@ -233,6 +246,10 @@ def build_tiny(cfg: TinyModelConfig, out_dir: str | os.PathLike[str]) -> Path:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = Qwen3VLForConditionalGeneration(config).eval()
+    if cfg.vision_init == "quality":
+        from qsave.vision_init import QualityInit, apply_quality_init
+
+        apply_quality_init(model, QualityInit(), cfg.seed)
     model.generation_config = GenerationConfig(
         eos_token_id=[
             tokenizer.convert_tokens_to_ids("<|im_end|>"),

@@ -76,7 +76,17 @@ LANGUAGE_LINEAR_MODULES: Final = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_
 """Qwen3-VL's language-model linear layers (the vision tower's are ``qkv``, ``proj``, ``linear_fc*``)."""
 
 VISION_MARKER: Final = ".visual."
-"""Parameter names containing this belong to the vision tower (``model.visual.…``, also under peft)."""
+"""Parameter names containing this belong to the vision side (``model.visual.…``, also under peft)."""
+PROJECTOR_MARKER: Final = "merger"
+"""Vision-side parameter names containing this belong to the projector (Qwen3-VL's ``merger`` and
+``deepstack_merger_list``), which maps the tower's features into the language model and trains at the
+language model's rate; the rest of the vision side is the tower."""
+
+
+def is_vision_tower(name: str) -> bool:
+    """Whether parameter ``name`` belongs to the vision tower proper (not its projector)."""
+    return VISION_MARKER in f".{name}" and PROJECTOR_MARKER not in name
+
 
 PROFILES: Final = ("local", "qwen3-vl-8b")
 
@@ -496,7 +506,8 @@ def last_checkpoint(checkpoint_dir: str | os.PathLike[str]) -> Path | None:
 def vision_param_groups(
     model: Any, learning_rate: float, vision_lr_multiplier: float, weight_decay: float, decay: set[str]
 ) -> list[dict[str, Any]]:
-    """Optimizer groups: (language, vision) × (decay, no decay); vision groups get ``lr × multiplier``.
+    """Optimizer groups: (language model and projector, vision tower) × (decay, no decay); the tower's
+    groups get ``lr × multiplier`` (0 keeps the tower fixed).
 
     The first group is a language-model one, so the learning rate the Trainer logs is the base rate.
     """
@@ -506,7 +517,7 @@ def vision_param_groups(
             params = [
                 p
                 for n, p in model.named_parameters()
-                if p.requires_grad and (VISION_MARKER in f".{n}") == vision and (n in decay) == with_decay
+                if p.requires_grad and is_vision_tower(n) == vision and (n in decay) == with_decay
             ]
             if params:
                 groups.append(
@@ -520,7 +531,8 @@ def vision_param_groups(
 
 
 class VisionLrMixin:
-    """For a ``transformers.Trainer`` subclass: the vision tower trains at ``vision_lr_multiplier`` × lr.
+    """For a ``transformers.Trainer`` subclass: the vision tower (not its projector) trains at
+    ``vision_lr_multiplier`` × lr.
 
     Put it before the Trainer class in the bases and set ``self.vision_lr_multiplier`` in ``__init__``.
     """

@@ -91,8 +91,8 @@ def test_sft_learns_logs_both_terms_and_hands_over_a_scoring_model(
 ) -> None:
     dataset, table = corpus
     cfg = dataclasses.replace(
-        FAST, per_device_batch_size=4, max_steps=4, learning_rate=5e-3, think_fraction=0.5
-    )
+        FAST, per_device_batch_size=4, max_steps=4, learning_rate=5e-3, think_fraction=0.5, lam=1.0
+    )  # λ = 1: with the default λ = 30 four steps move the score term first, the text term little
     model_dir = run_sft("tiny", dataset, table, cfg, tmp_path / "sft")
     assert model_dir == tmp_path / "sft" / "model"
 

@@ -187,7 +187,7 @@ def test_lora_is_merged_at_hand_over_and_never_stacked(
     assert merged_model(reloaded) is reloaded
 
 
-def test_vision_tower_gets_the_learning_rate_multiplier() -> None:
+def test_vision_tower_but_not_its_projector_gets_the_learning_rate_multiplier() -> None:
     model, _ = load_model("tiny")
     decay = {n for n, _ in model.named_parameters() if "norm" not in n and "bias" not in n}
     groups = vision_param_groups(model, 1e-3, 10.0, 0.1, decay)
@@ -195,9 +195,11 @@ def test_vision_tower_gets_the_learning_rate_multiplier() -> None:
     by_id = {id(p): g for g in groups for p in g["params"]}
     for name, param in model.named_parameters():
         group = by_id[id(param)]
-        assert group["lr"] == pytest.approx(1e-2 if name.startswith("model.visual.") else 1e-3)
+        tower = name.startswith("model.visual.") and "merger" not in name
+        assert group["lr"] == pytest.approx(1e-2 if tower else 1e-3)
         assert group["weight_decay"] == (0.1 if name in decay else 0.0)
     assert len(by_id) == len(list(model.parameters()))
+    assert any("merger" in n for n, _ in model.named_parameters())
 
 
 def test_last_checkpoint_skips_incomplete_ones(tmp_path: Path) -> None:

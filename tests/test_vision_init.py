@@ -1,0 +1,84 @@
+"""The analytic quality-aware front end of the tiny vision tower."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from qsave.modeling import TinyModelConfig, build_tiny, load_model
+from qsave.vision_init import COLOUR_MEANS, QualityInit, apply_quality_init, filter_bank
+
+
+def test_filter_bank_is_deterministic_unit_norm_and_structured() -> None:
+    bank = filter_bank(32, 16, seed=0)
+    assert bank.shape == (32, 3, 2, 16, 16)
+    np.testing.assert_allclose(np.linalg.norm(bank.reshape(32, -1), axis=1), 1.0)
+    np.testing.assert_array_equal(bank, filter_bank(32, 16, seed=0))
+    assert not np.array_equal(bank, filter_bank(32, 16, seed=1))
+    # after the colour means, every filter ignores a flat patch (zero response to a constant colour)
+    flat = np.ones((3, 2, 16, 16))
+    responses = (bank * flat).reshape(32, -1).sum(axis=1)
+    assert np.all(np.abs(responses[COLOUR_MEANS:]) < 1e-9)
+    assert np.all(np.abs(responses[:3]) > 1.0)
+    with pytest.raises(ValueError, match="at least"):
+        filter_bank(8, 16, seed=0)
+
+
+def _first_block_output(model: Any, frames: np.ndarray) -> torch.Tensor:
+    """Residual stream after the first vision block for one clip of ``(T, H, W, 3)`` uint8 frames."""
+    pixels = torch.from_numpy(frames).float().div(255).sub(0.5).div(0.5)  # the processor's normalisation
+    t, h, w = frames.shape[0] // 2, frames.shape[1] // 16, frames.shape[2] // 16
+    # (T, H, W, C) → Qwen3-VL's patch order: temporal pair, 2×2 merge blocks, then C × 2 × 16 × 16
+    patches = pixels.permute(0, 3, 1, 2).reshape(t, 2, 3, h // 2, 2, 16, w // 2, 2, 16)
+    flat = patches.permute(0, 3, 6, 4, 7, 2, 1, 5, 8).reshape(-1, 3 * 2 * 16 * 16)
+    captured: dict[str, torch.Tensor] = {}
+    visual = model.model.visual
+    hook = visual.blocks[0].register_forward_hook(lambda _m, _i, out: captured.setdefault("out", out))
+    with torch.no_grad():
+        visual(flat, grid_thw=torch.tensor([[t, h, w]]))
+    hook.remove()
+    return captured["out"]
+
+
+def test_energy_detectors_see_detail_and_change(tmp_path: Any) -> None:
+    model, _ = load_model(str(build_tiny(TinyModelConfig(), tmp_path / "quality")))
+    rng = np.random.default_rng(0)
+    texture = rng.integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
+    sharp = np.repeat(texture, 4, axis=0)
+    from scipy.ndimage import uniform_filter
+
+    blurred = uniform_filter(sharp.astype(float), size=(1, 5, 5, 1)).round().astype(np.uint8)
+    moving = np.stack([np.roll(texture[0], 3 * i, axis=1) for i in range(4)])
+    channels = QualityInit().channels
+    detectors = slice(channels, 2 * channels - COLOUR_MEANS)
+
+    def energy(frames: np.ndarray) -> float:
+        return float(_first_block_output(model, frames)[:, detectors].mean())
+
+    assert energy(sharp) > energy(blurred) + 0.05
+    assert energy(moving) > energy(sharp) + 0.05
+
+
+def test_random_init_is_qwen3_vl_default_and_unknown_init_fails(tmp_path: Any) -> None:
+    with pytest.raises(ValueError, match="vision_init"):
+        TinyModelConfig(vision_init="pretrained")
+    random_model, _ = load_model(str(build_tiny(TinyModelConfig(vision_init="random"), tmp_path / "r")))
+    weight = random_model.model.visual.patch_embed.proj.weight
+    assert bool((weight.abs().sum(dim=(1, 2, 3, 4)) > 0).all())  # no zeroed channel
+    assert TinyModelConfig(vision_init="random").config_hash() != TinyModelConfig().config_hash()
+
+
+def test_quality_init_refuses_a_tower_too_narrow() -> None:
+    model, _ = load_model(str(build_tiny_narrow()))
+    with pytest.raises(ValueError, match="hidden size"):
+        apply_quality_init(model, QualityInit(channels=40), seed=0)
+
+
+def build_tiny_narrow() -> Any:
+    import tempfile
+    from pathlib import Path
+
+    return build_tiny(TinyModelConfig(vision_init="random"), Path(tempfile.mkdtemp()) / "narrow")
