@@ -42,9 +42,10 @@ def wait_for_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float, log
         time.sleep(0.5)
 
 
-def training_corpus(root: Path, n: int) -> tuple[Path, Path]:
-    """An ``n``-clip 64×64 synthetic dataset under ``root/dataset``, SlowFast-sampled with the local sampler;
-    returns the dataset directory and its clip table (``root/clips.parquet``, clip paths relative to root)."""
+def training_corpus(root: Path, n: int, side: int = 64, frames: int = 16) -> tuple[Path, Path]:
+    """An ``n``-clip synthetic dataset of ``side``×``side``, ``frames``-frame videos under ``root/dataset``,
+    SlowFast-sampled with the local sampler; returns the dataset directory and its clip table
+    (``root/clips.parquet``, clip paths relative to root)."""
     from qsave.manifest import read_manifest
     from qsave.preprocess import merge_results, preprocess_shard
     from qsave.slowfast import LOCAL_SAMPLER
@@ -52,7 +53,7 @@ def training_corpus(root: Path, n: int) -> tuple[Path, Path]:
     from qsave.video import DecodeLimits
 
     dataset = root / "dataset"
-    generate_corpus(SynthConfig(n=n, width=64, height=64, num_frames=16, workers=1), dataset)
+    generate_corpus(SynthConfig(n=n, width=side, height=side, num_frames=frames, workers=1), dataset)
     manifest = read_manifest(dataset / MANIFEST_NAME)
     shard = preprocess_shard(manifest, LOCAL_SAMPLER, DecodeLimits(), root / "clips", base_dir=dataset)
     table = merge_results([shard.table])
