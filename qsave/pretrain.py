@@ -70,7 +70,8 @@ class PretrainConfig:
     num_train_epochs: float = 3.0
     learning_rate: float = 2e-3
     vision_lr_multiplier: float = 0.0
-    """0 keeps the tiny model's analytic vision front end (:mod:`qsave.vision_init`) fixed, as stage 1 does."""
+    """0 keeps the tiny model's analytic vision front end (:mod:`qsave.vision_init`) fixed, as stage 1
+    does."""
     per_device_batch_size: int = 8
     warmup_ratio: float = 0.05
     seed: int = 0
