@@ -322,10 +322,30 @@ def gate_model_version(
     mlflow_client.set_model_version_tag(name, version, GATE_CHAMPION_TAG, champion or "none")
     mlflow_client.set_model_version_tag(name, version, GATE_TAG, "passed" if decision.passed else "failed")
     if decision.passed:
-        mlflow_client.set_registered_model_alias(name, CHALLENGER, str(version))
+        set_alias(mlflow_client, name, CHALLENGER, str(version))
         if cfg.auto_promote:
             promote(str(version), name=name, uri=uri)
     return decision
+
+
+def set_alias(mlflow_client: Any, name: str, alias: str, version: str, attempts: int = 5) -> None:
+    """Point ``alias`` at ``version``, idempotently under concurrency: two processes that create the same
+    alias at once make the SQL store raise a unique-constraint error in the slower one, whose retry then
+    finds the row and updates it."""
+    import time
+
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            mlflow_client.set_registered_model_alias(name, alias, version)
+            return
+        except MlflowException as exc:
+            if "UNIQUE constraint" not in str(exc) and "IntegrityError" not in str(exc):
+                raise
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 def promote(version: str | None = None, *, name: str = MODEL_NAME, uri: str | None = None) -> AliasChange:
@@ -343,8 +363,8 @@ def promote(version: str | None = None, *, name: str = MODEL_NAME, uri: str | No
     if current == target:
         return AliasChange(False, current, previous, f"v{target} already is champion; nothing to do")
     if current is not None:
-        mlflow_client.set_registered_model_alias(name, PREVIOUS, current)
-    mlflow_client.set_registered_model_alias(name, CHAMPION, target)
+        set_alias(mlflow_client, name, PREVIOUS, current)
+    set_alias(mlflow_client, name, CHAMPION, target)
     was = f" (previous-champion: v{current})" if current else ""
     return AliasChange(True, target, current or previous, f"champion → v{target}{was}")
 
@@ -359,7 +379,7 @@ def rollback(*, name: str = MODEL_NAME, uri: str | None = None) -> AliasChange:
         raise RegistryError(f"model {name!r} has no {PREVIOUS} alias: nothing to roll back to")
     if current == previous:
         return AliasChange(False, current, previous, f"champion already is v{previous}; nothing to do")
-    mlflow_client.set_registered_model_alias(name, CHAMPION, previous)
+    set_alias(mlflow_client, name, CHAMPION, previous)
     if current is not None:
         mlflow_client.set_model_version_tag(name, current, "rolled_back", "true")
         if alias_version(mlflow_client, name, CHALLENGER) == current:

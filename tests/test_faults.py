@@ -599,3 +599,26 @@ def test_no_credentials_in_configs_or_sources() -> None:
     found = [f"{p.relative_to(REPO)}: {m.group(0)}" for p in files for m in secret.finditer(p.read_text())]
     assert not found, found
     assert secret.search('uri = "https://bot:hunter22@mlflow.example.com"')  # the pattern does catch one
+
+
+def test_set_alias_retries_only_a_lost_create_race() -> None:
+    from mlflow.exceptions import MlflowException
+
+    class RacingClient:
+        """Fails like the SQL store does for the slower of two concurrent alias creations, then works."""
+
+        def __init__(self, error: str) -> None:
+            self.error, self.calls = error, 0
+
+        def set_registered_model_alias(self, name: str, alias: str, version: str) -> None:
+            self.calls += 1
+            if self.calls == 1:
+                raise MlflowException(self.error)
+
+    racing = RacingClient("(sqlite3.IntegrityError) UNIQUE constraint failed: registered_model_aliases.alias")
+    registry.set_alias(racing, "m", "champion", "2")
+    assert racing.calls == 2
+    other = RacingClient("RESOURCE_DOES_NOT_EXIST: model version 9")
+    with pytest.raises(MlflowException, match="RESOURCE_DOES_NOT_EXIST"):
+        registry.set_alias(other, "m", "champion", "9")
+    assert other.calls == 1
