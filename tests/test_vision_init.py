@@ -71,14 +71,7 @@ def test_random_init_is_qwen3_vl_default_and_unknown_init_fails(tmp_path: Any) -
     assert TinyModelConfig(vision_init="random").config_hash() != TinyModelConfig().config_hash()
 
 
-def test_quality_init_refuses_a_tower_too_narrow() -> None:
-    model, _ = load_model(str(build_tiny_narrow()))
+def test_quality_init_refuses_a_tower_too_narrow(tmp_path: Any) -> None:
+    model, _ = load_model(str(build_tiny(TinyModelConfig(vision_init="random"), tmp_path / "narrow")))
     with pytest.raises(ValueError, match="hidden size"):
         apply_quality_init(model, QualityInit(channels=40), seed=0)
-
-
-def build_tiny_narrow() -> Any:
-    import tempfile
-    from pathlib import Path
-
-    return build_tiny(TinyModelConfig(vision_init="random"), Path(tempfile.mkdtemp()) / "narrow")
