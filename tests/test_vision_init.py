@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from qsave.inputs import build_inputs
 from qsave.modeling import TinyModelConfig, build_tiny, load_model
+from qsave.slowfast import Pathway
 from qsave.vision_init import COLOUR_MEANS, QualityInit, apply_quality_init, filter_bank
 
 
@@ -27,24 +29,25 @@ def test_filter_bank_is_deterministic_unit_norm_and_structured() -> None:
         filter_bank(8, 16, seed=0)
 
 
-def _first_block_output(model: Any, frames: np.ndarray) -> torch.Tensor:
-    """Residual stream after the first vision block for one clip of ``(T, H, W, 3)`` uint8 frames."""
-    pixels = torch.from_numpy(frames).float().div(255).sub(0.5).div(0.5)  # the processor's normalisation
-    t, h, w = frames.shape[0] // 2, frames.shape[1] // 16, frames.shape[2] // 16
-    # (T, H, W, C) → Qwen3-VL's patch order: temporal pair, 2×2 merge blocks, then C × 2 × 16 × 16
-    patches = pixels.permute(0, 3, 1, 2).reshape(t, 2, 3, h // 2, 2, 16, w // 2, 2, 16)
-    flat = patches.permute(0, 3, 6, 4, 7, 2, 1, 5, 8).reshape(-1, 3 * 2 * 16 * 16)
+def _first_block_output(model: Any, processor: Any, frames: np.ndarray) -> torch.Tensor:
+    """Residual stream after the first vision block for one clip of ``(T, H, W, 3)`` uint8 frames, fed
+    through the project's one input path (:func:`qsave.inputs.build_inputs`)."""
+    n = frames.shape[0]
+    segment = Pathway(
+        frames, np.arange(n), np.arange(n) / 8.0, 8.0, 8.0, n // 2 * (frames.shape[1] // 32) ** 2
+    )
+    batch = build_inputs(processor, [segment], [""])
     captured: dict[str, torch.Tensor] = {}
     visual = model.model.visual
     hook = visual.blocks[0].register_forward_hook(lambda _m, _i, out: captured.setdefault("out", out))
     with torch.no_grad():
-        visual(flat, grid_thw=torch.tensor([[t, h, w]]))
+        visual(batch.model_kwargs["pixel_values_videos"], grid_thw=batch.model_kwargs["video_grid_thw"])
     hook.remove()
     return captured["out"]
 
 
 def test_energy_detectors_see_detail_and_change(tmp_path: Any) -> None:
-    model, _ = load_model(str(build_tiny(TinyModelConfig(), tmp_path / "quality")))
+    model, processor = load_model(str(build_tiny(TinyModelConfig(), tmp_path / "quality")))
     rng = np.random.default_rng(0)
     texture = rng.integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
     sharp = np.repeat(texture, 4, axis=0)
@@ -56,7 +59,7 @@ def test_energy_detectors_see_detail_and_change(tmp_path: Any) -> None:
     detectors = slice(channels, 2 * channels - COLOUR_MEANS)
 
     def energy(frames: np.ndarray) -> float:
-        return float(_first_block_output(model, frames)[:, detectors].mean())
+        return float(_first_block_output(model, processor, frames)[:, detectors].mean())
 
     assert energy(sharp) > energy(blurred) + 0.05
     assert energy(moving) > energy(sharp) + 0.05
