@@ -92,7 +92,10 @@ def main() -> None:
     parser.add_argument("--pretrained", action="store_true", help="start from the caption-pretrained base")
     parser.add_argument("--pretrain", default="{}", help="PretrainConfig overrides (JSON)")
     parser.add_argument(
-        "--degradation", action="store_true", help="with --pretrained: the degradation pretext, not captions"
+        "--pretext",
+        choices=("caption", "degradation", "matching"),
+        default="caption",
+        help="with --pretrained: which pretraining task (qsave.pretrain)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--split", default="test")
@@ -104,10 +107,9 @@ def main() -> None:
     dataset, table = clock.run("corpus", corpus, args.work, args.n, args.corpus_seed)
     tiny = TinyModelConfig(**json.loads(args.tiny))
     if args.pretrained:
-        from qsave.pretrain import DegradationPretrainConfig, PretrainConfig, pretrained_tiny_path
+        from qsave.pretrain import PRETEXTS, pretrained_tiny_path
 
-        kind = DegradationPretrainConfig if args.degradation else PretrainConfig
-        pretrain = kind(tiny=tiny, **json.loads(args.pretrain))
+        pretrain = PRETEXTS[args.pretext](tiny=tiny, **json.loads(args.pretrain))
         base = str(clock.run("base_model", pretrained_tiny_path, pretrain, None, True))
     else:
         base = str(clock.run("base_model", tiny_model_path, tiny))
@@ -131,7 +133,7 @@ def main() -> None:
         "n": args.n,
         "tiny": json.loads(args.tiny),
         "pretrained": json.loads(args.pretrain) if args.pretrained else None,
-        "degradation": args.degradation,
+        "pretext": args.pretext if args.pretrained else None,
         "sft": json.loads(args.sft),
         "grpo_steps": 0 if grpo_cfg is None else grpo_cfg.max_steps,
         "final": "skip" if final_cfg is None else final_overrides,

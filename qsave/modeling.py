@@ -30,6 +30,8 @@ PRETRAINED_TINY: Final = "tiny-pretrained"
 """The tiny model after caption pretraining (:mod:`qsave.pretrain`), built once and cached."""
 QUALITY_PRETRAINED_TINY: Final = "tiny-quality-pretrained"
 """The tiny model after the label-free degradation pretext (:mod:`qsave.pretrain`), built once and cached."""
+MATCHING_PRETRAINED_TINY: Final = "tiny-matching-pretrained"
+"""The tiny model after the caption-matching pretext (:mod:`qsave.pretrain`), built once and cached."""
 SAMPLER_FILE: Final = "qsave_sampler.json"
 """In a model directory: the SlowFast sampler config the model was built or trained for."""
 PROMPT_FILE: Final = "qsave_prompt.json"
@@ -320,20 +322,18 @@ def tiny_model_path(
 
 
 def resolve_model_path(name_or_path: str) -> str:
-    """``tiny`` → the cached tiny model; ``tiny-pretrained`` → the cached caption-pretrained one and
-    ``tiny-quality-pretrained`` the degradation-pretrained one (built on first use, minutes); a
+    """``tiny`` → the cached tiny model; ``tiny-pretrained`` → the cached caption-pretrained one,
+    ``tiny-quality-pretrained`` the degradation-pretrained one and ``tiny-matching-pretrained`` the
+    caption-matching one (each built on first use, minutes); a
     ``models:/`` or ``runs:/`` MLflow URI → its downloaded files; anything else (a local path or a hub
     id) unchanged."""
     if name_or_path == TINY:
         return str(tiny_model_path())
-    if name_or_path == PRETRAINED_TINY:
-        from qsave.pretrain import pretrained_tiny_path
+    if name_or_path in (PRETRAINED_TINY, QUALITY_PRETRAINED_TINY, MATCHING_PRETRAINED_TINY):
+        from qsave.pretrain import PRETEXTS, pretrained_tiny_path
 
-        return str(pretrained_tiny_path())
-    if name_or_path == QUALITY_PRETRAINED_TINY:
-        from qsave.pretrain import DegradationPretrainConfig, pretrained_tiny_path
-
-        return str(pretrained_tiny_path(DegradationPretrainConfig()))
+        pretext = next(kind for kind in PRETEXTS.values() if kind.model_name == name_or_path)
+        return str(pretrained_tiny_path(pretext()))
     if name_or_path.startswith(("models:/", "runs:/")):
         return str(_download_mlflow_model(name_or_path))
     return name_or_path

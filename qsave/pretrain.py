@@ -17,6 +17,12 @@ A second, label-free pretext (:class:`DegradationPretrainConfig`, cached as
 frame-level artefacts of :mod:`qsave.artefacts` (or none) at a random severity, and the model names the
 family and a severity bin ("blur strong", "clean") from the video — quality-aware features without MOS or
 reasons (ARNIQA/CONTRIQUE-style). ``tiny-quality-pretrained`` resolves to it.
+
+A third (:class:`MatchingPretrainConfig`, ``tiny-matching-pretrained``): image–text matching, the
+grounding a pretrained VLM brings to text–video alignment. Each clip is shown with a caption in the user
+turn — where SFT puts the generation prompt — either its own (answer ``yes``) or one altered in a single
+attribute (:func:`alter_caption`: colour, shape, count or direction of the first object group, an
+object the clip does not show, another background; answer ``no, wrong color``, …).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +40,7 @@ from typing import Any, ClassVar, Final
 import numpy as np
 
 from qsave.modeling import (
+    MATCHING_PRETRAINED_TINY,
     PRETRAINED_TINY,
     QUALITY_PRETRAINED_TINY,
     TinyModelConfig,
@@ -99,6 +107,28 @@ class DegradationPretrainConfig(PretrainConfig):
 
     def dataset(self, items: list[dict[str, Any]]) -> CaptionDataset:
         return DegradationDataset(items, self)
+
+
+@dataclass(frozen=True)
+class MatchingPretrainConfig(PretrainConfig):
+    """Caption matching: does a caption describe the clip? Half the captions are altered in one attribute."""
+
+    views_per_clip: int = 4
+    """Captions shown with each clip per epoch (each true or altered on its own draw)."""
+    match_share: float = 0.5
+    """Share of views that show the clip's true caption (answer ``yes``)."""
+    model_name: ClassVar[str] = MATCHING_PRETRAINED_TINY
+
+    def dataset(self, items: list[dict[str, Any]]) -> CaptionDataset:
+        return MatchingDataset(items, self)
+
+
+PRETEXTS: Final[dict[str, type[PretrainConfig]]] = {
+    "caption": PretrainConfig,
+    "degradation": DegradationPretrainConfig,
+    "matching": MatchingPretrainConfig,
+}
+"""The pretraining tasks by name."""
 
 
 def _caption_items(manifest: Any, clip_table: Any) -> list[dict[str, Any]]:
@@ -174,6 +204,98 @@ class DegradationDataset(CaptionDataset):
         fast = dataclasses.replace(clip.fast, frames=degrade_view(clip.fast.frames, family, severity, rng))
         answer = CLEAN if family == CLEAN else f"{family.replace('_', ' ')} {severity_bin(severity)}"
         return {**item, "clip": dataclasses.replace(clip, slow=slow, fast=fast), "answer": answer}
+
+
+ALTERATIONS: Final = (
+    "wrong_color",
+    "wrong_shape",
+    "wrong_count",
+    "wrong_direction",
+    "missing_object",
+    "wrong_scene",
+)
+"""How the matching pretext alters a caption: the alignment reasons of :mod:`qsave.taxonomy`, told in text
+(``missing_object`` claims one more object than the clip shows)."""
+
+
+def _group_pattern() -> re.Pattern[str]:
+    from qsave.scenes import COLORS, COUNT_WORDS, DIRECTIONS, SHAPES
+
+    def alt(words: Any) -> str:
+        return "|".join(words)
+
+    return re.compile(
+        rf"\b({alt(COUNT_WORDS.values())}) ({alt(COLORS)}) ({alt(SHAPES)})s? moving ({alt(DIRECTIONS)})"
+    )
+
+
+def alter_caption(caption: str, alteration: str, rng: np.random.Generator) -> str | None:
+    """``caption`` (:func:`qsave.scenes.caption`'s grammar) with its first object group or its background
+    changed by ``alteration`` (one of :data:`ALTERATIONS`); ``None`` when the caption has nothing to alter
+    that way (no object group)."""
+    from qsave.scenes import BACKGROUNDS, COLORS, COUNT_WORDS, DIRECTIONS, SHAPES, phrase_group
+
+    if alteration not in ALTERATIONS:
+        raise ValueError(f"unknown alteration {alteration!r}; choose from {', '.join(ALTERATIONS)}")
+
+    def other(choices: Any, current: str) -> str:
+        return str(rng.choice([c for c in choices if c != current]))
+
+    if alteration == "wrong_scene":
+        match = re.search(rf"over a ({'|'.join(BACKGROUNDS)}) background", caption)
+        if match is None:
+            return None
+        return caption[: match.start(1)] + other(BACKGROUNDS, match.group(1)) + caption[match.end(1) :]
+    if alteration == "missing_object":
+        extra = phrase_group(
+            1, str(rng.choice(list(COLORS))), str(rng.choice(SHAPES)), str(rng.choice(list(DIRECTIONS)))
+        )
+        if caption.startswith(f"{COUNT_WORDS[0]} objects "):
+            return extra + caption[len(f"{COUNT_WORDS[0]} objects") :]
+        return caption.replace(" over a ", f" and {extra} over a ", 1)
+    match = _group_pattern().search(caption)
+    if match is None or match.group(1) == COUNT_WORDS[0]:
+        return None
+    count_by_word = {word: n for n, word in COUNT_WORDS.items()}
+    count, color, shape, direction = count_by_word[match.group(1)], *match.group(2, 3, 4)
+    if alteration == "wrong_color":
+        color = other(COLORS, color)
+    elif alteration == "wrong_shape":
+        shape = other(SHAPES, shape)
+    elif alteration == "wrong_count":
+        count = count + 1 if count == 1 or (count < max(COUNT_WORDS) and rng.random() < 0.5) else count - 1
+    else:
+        direction = other(DIRECTIONS, direction)
+    return caption[: match.start()] + phrase_group(count, color, shape, direction) + caption[match.end() :]
+
+
+class MatchingDataset(CaptionDataset):
+    """``views_per_clip`` (clip, caption) pairs per clip: the caption — in the user turn, where the
+    generation prompt goes in SFT — is the clip's own (answer ``yes``) or altered by one of
+    :data:`ALTERATIONS` (answer ``no, wrong color``, …); the draw is a function of ``(seed, index)``."""
+
+    def __init__(self, items: list[dict[str, Any]], cfg: MatchingPretrainConfig) -> None:
+        super().__init__(items)
+        self.cfg = cfg
+
+    def __len__(self) -> int:
+        return len(self.items) * self.cfg.views_per_clip
+
+    def pair(self, index: int) -> tuple[str, str]:
+        """``(caption shown, answer)`` of view ``index``."""
+        true = str(self.items[index % len(self.items)]["answer"])
+        rng = np.random.default_rng([self.cfg.seed, index])
+        if rng.random() >= self.cfg.match_share:
+            for alteration in rng.permutation(ALTERATIONS):
+                altered = alter_caption(true, str(alteration), rng)
+                if altered is not None:
+                    return altered, f"no, {str(alteration).replace('_', ' ')}"
+        return true, "yes"
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = super().__getitem__(index % len(self.items))
+        shown, answer = self.pair(index)
+        return {**item, "prompt": shown, "answer": answer}
 
 
 def severity_bin(severity: float) -> str:

@@ -134,13 +134,13 @@ def _plural(shape: str, count: int) -> str:
     return shape if count == 1 else f"{shape}s"
 
 
-def _group_phrase(count: int, color: str, shape: str, direction: str) -> str:
+def phrase_group(count: int, color: str, shape: str, direction: str) -> str:
     return f"{COUNT_WORDS[count]} {color} {_plural(shape, count)} moving {direction}"
 
 
 def describe(spec: SceneSpec) -> str:
     """The prompt of a scene spec."""
-    phrases = " and ".join(_group_phrase(g.count, g.color, g.shape, g.direction) for g in spec.groups)
+    phrases = " and ".join(phrase_group(g.count, g.color, g.shape, g.direction) for g in spec.groups)
     return f"{phrases} over a {spec.background} background, {spec.camera}"
 
 
@@ -169,7 +169,7 @@ def caption(drawn: DrawnScene) -> str:
     if not visible:
         return f"no objects over a {background} background, {drawn.camera}"
     phrases = " and ".join(
-        _group_phrase(
+        phrase_group(
             g.count,
             nearest_color(g.rgb),
             SHAPES[int(np.argmax(g.shape_weights))],

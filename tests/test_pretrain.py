@@ -1,15 +1,18 @@
 """Pretraining of the tiny base: cached by config, deterministic, a loadable model that keeps the tiny
-model's prompt and sampler contract, and its loss goes down — for captions and for the degradation
-pretext (its views deterministic, every family applied and named)."""
+model's prompt and sampler contract, and its loss goes down — for captions, for the degradation
+pretext (its views deterministic, every family applied and named) and for caption matching (every
+alteration changes exactly the attribute it names)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pytest
 from safetensors.torch import load_file
 
 from qsave.modeling import (
+    MATCHING_PRETRAINED_TINY,
     QUALITY_PRETRAINED_TINY,
     load_model,
     model_prompt_style,
@@ -17,12 +20,16 @@ from qsave.modeling import (
     tiny_model_path,
 )
 from qsave.pretrain import (
+    ALTERATIONS,
     CLEAN,
     CONFIG_FILE,
     DEGRADATION_FAMILIES,
     DegradationDataset,
     DegradationPretrainConfig,
+    MatchingDataset,
+    MatchingPretrainConfig,
     PretrainConfig,
+    alter_caption,
     degrade_view,
     pretrained_tiny_path,
     severity_bin,
@@ -81,6 +88,57 @@ def test_quality_pretrained_tiny_is_its_own_cached_model_and_learns(tmp_path: Pa
         != PretrainConfig(n_clips=6, num_train_epochs=3.0, per_device_batch_size=4).config_hash()
     )
     assert model_sampler_config(path) == model_sampler_config(tiny_model_path(DEGRADE.tiny))
+    load_model(str(path))
+    losses = [e["ce"] for e in read_metrics(path / "metrics.jsonl") if "ce" in e]
+    assert losses[-1] < losses[0]
+
+
+CAPTION = (
+    "two yellow circles moving up and one red square moving down over a grey studio background, static camera"
+)
+
+
+def test_each_alteration_changes_the_attribute_it_names() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        words = CAPTION.split()
+        altered = {a: alter_caption(CAPTION, a, rng) for a in ALTERATIONS}
+        changed = {
+            a: [w for w, v in zip(words, str(t).split(), strict=False) if w != v] for a, t in altered.items()
+        }
+        assert changed["wrong_color"] and changed["wrong_color"][0] == "yellow"
+        assert changed["wrong_shape"] and changed["wrong_shape"][0] == "circles"
+        assert str(altered["wrong_count"]).startswith(
+            ("one yellow circle moving", "three yellow circles moving")
+        )
+        assert changed["wrong_direction"] == ["up"]
+        assert str(altered["wrong_scene"]).endswith(" background, static camera")
+        assert "grey studio" not in str(altered["wrong_scene"])
+        assert str(altered["missing_object"]).count(" moving ") == 3
+        assert all(t != CAPTION and "red square moving down" in str(t) for t in altered.values())
+    empty = "no objects over a blue sky background, static camera"
+    assert alter_caption(empty, "wrong_color", rng) is None
+    assert str(alter_caption(empty, "missing_object", rng)).startswith("one ")
+    with pytest.raises(ValueError, match="unknown alteration"):
+        alter_caption(CAPTION, "wrong_mood", rng)
+
+
+MATCH = MatchingPretrainConfig(n_clips=6, views_per_clip=2, num_train_epochs=3.0, per_device_batch_size=4)
+
+
+def test_matching_pairs_are_deterministic_and_balanced() -> None:
+    dataset = MatchingDataset([{"clip_path": "unused", "answer": CAPTION}] * 50, MatchingPretrainConfig())
+    pairs = [dataset.pair(i) for i in range(len(dataset))]
+    assert pairs == [dataset.pair(i) for i in range(len(dataset))]
+    answers = [answer for _, answer in pairs]
+    assert 0.4 < answers.count("yes") / len(answers) < 0.6
+    assert {a for a in answers if a != "yes"} == {f"no, {a.replace('_', ' ')}" for a in ALTERATIONS}
+    assert all((shown == CAPTION) == (answer == "yes") for shown, answer in pairs)
+
+
+def test_matching_pretrained_tiny_is_its_own_cached_model_and_learns(tmp_path: Path) -> None:
+    path = pretrained_tiny_path(MATCH, tmp_path)
+    assert path.name == f"{MATCHING_PRETRAINED_TINY}-{MATCH.config_hash()}"
     load_model(str(path))
     losses = [e["ce"] for e in read_metrics(path / "metrics.jsonl") if "ce" in e]
     assert losses[-1] < losses[0]
