@@ -58,6 +58,7 @@ from qsave.training import (
     LoraSettings,
     ProfileSettings,
     TrainingExample,
+    VisionLrMixin,
     load_for_training,
     metrics_callback,
     prepare_stage,
@@ -101,6 +102,9 @@ class GRPOStageConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     """LoRA on the language model (trl creates it; the reference is the model with the adapter off) or
     full fine-tuning (trl loads a frozen copy as the reference when ``beta`` > 0)."""
+    vision_lr_multiplier: float = 0.0
+    """With full fine-tuning, the vision tower trains at ``learning_rate × vision_lr_multiplier`` (its
+    projector at the full rate), as in SFT: 0 keeps the tiny model's analytic front end fixed."""
     save_steps: int = 25
     save_total_limit: int = 2
     seed: int = 0
@@ -116,6 +120,8 @@ class GRPOStageConfig:
                 f"per_device_train_batch_size={self.per_device_train_batch_size} must be a multiple of "
                 f"num_generations={self.num_generations} (whole groups per step)"
             )
+        if self.vision_lr_multiplier < 0:
+            raise ValueError(f"vision_lr_multiplier must be non-negative, got {self.vision_lr_multiplier}")
         if len(self.reward_weights) != 3:
             raise ValueError(f"reward_weights={self.reward_weights}: give format, accuracy, attribution")
 
@@ -160,15 +166,20 @@ class VideoPrompt(NamedTuple):
 def _trainer_class() -> type:
     from trl import GRPOTrainer
 
-    class VideoGRPOTrainer(GRPOTrainer):
+    class VideoGRPOTrainer(VisionLrMixin, GRPOTrainer):
         """``GRPOTrainer`` whose every log-prob pass (policy, old policy, reference) sees the video.
 
         Dataset rows carry ``prompt`` (the generation prompt) and ``clip_path`` (a preprocessed clip); see
-        the module docstring for the four overridden methods and why.
+        the module docstring for the four overridden methods and why. The vision tower trains at
+        ``vision_lr_multiplier`` × the rate (:class:`qsave.training.VisionLrMixin`).
         """
 
         _active_videos: Sequence[SampleVideo] | None = None
         _pending_prompts: Sequence[VideoPrompt] = ()
+
+        def __init__(self, *args: Any, vision_lr_multiplier: float, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.vision_lr_multiplier = vision_lr_multiplier
 
         @contextlib.contextmanager
         def _using_videos(self, videos: Sequence[SampleVideo]) -> Iterator[None]:
@@ -386,6 +397,7 @@ def build_trainer(
         processing_class=processor,
         peft_config=_peft_config(cfg.lora),
         callbacks=list(callbacks),
+        vision_lr_multiplier=cfg.vision_lr_multiplier,
     )
 
 

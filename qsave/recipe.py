@@ -75,6 +75,7 @@ def stage_configs(
             learning_rate=1e-6,
             per_device_train_batch_size=8,
             gradient_accumulation_steps=4,
+            vision_lr_multiplier=0.1,
             save_steps=50,
             profile=profile,
         )

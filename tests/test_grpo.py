@@ -20,7 +20,14 @@ from qsave.modeling import SAMPLER_FILE, load_model, tiny_model_path
 from qsave.preprocess import load_clip, preprocess_shard
 from qsave.slowfast import LOCAL_SAMPLER
 from qsave.synthetic import MANIFEST_NAME, SynthConfig, generate_corpus
-from qsave.training import LANGUAGE_LINEAR_MODULES, METRICS_FILE, SKIPPED_FILE, LoraSettings, load_examples
+from qsave.training import (
+    LANGUAGE_LINEAR_MODULES,
+    METRICS_FILE,
+    SKIPPED_FILE,
+    LoraSettings,
+    is_vision_tower,
+    load_examples,
+)
 from qsave.video import DecodeLimits
 
 TINY_RUN = GRPOStageConfig(
@@ -108,6 +115,28 @@ def test_every_logprob_pass_runs_the_vision_tower(
     assert [(grad, entropy) for grad, entropy, _ in passes] == [(False, False), (False, False), (True, True)]
     assert all(calls >= 1 for _, _, calls in passes), passes
     assert total[0] > sum(calls for _, _, calls in passes)  # generation encoded the video too
+
+
+def test_full_fine_tuning_keeps_the_vision_tower_at_its_rate(
+    corpus: tuple[Path, Path], tiny: Path, tmp_path: Path
+) -> None:
+    """Full fine-tuning: the tower trains at ``vision_lr_multiplier`` × lr (0: fixed), the projector and
+    the language model at the full rate — as in SFT."""
+    model, processor = load_model(str(tiny))
+    cfg = replace(TINY_RUN, lora=LoraSettings(enabled=False), beta=0.0, vision_lr_multiplier=0.0)
+    trainer = build_trainer(model, processor, all_rows(corpus), cfg, tmp_path / "ckpt")
+    optimizer = trainer.create_optimizer()
+    rate = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    by_part = {
+        (is_vision_tower(name), "merger" in name): rate[id(p)] for name, p in trainer.model.named_parameters()
+    }
+    assert by_part == {
+        (True, False): 0.0,
+        (False, True): cfg.learning_rate,
+        (False, False): cfg.learning_rate,
+    }
+    with pytest.raises(ValueError, match="vision_lr_multiplier"):
+        replace(cfg, vision_lr_multiplier=-1.0)
 
 
 def test_logprobs_match_the_rollout_and_depend_on_the_video(
