@@ -127,13 +127,17 @@ MATCH = MatchingPretrainConfig(n_clips=6, views_per_clip=2, num_train_epochs=3.0
 
 
 def test_matching_pairs_are_deterministic_and_balanced() -> None:
-    dataset = MatchingDataset([{"clip_path": "unused", "answer": CAPTION}] * 50, MatchingPretrainConfig())
+    cfg = MatchingPretrainConfig()
+    dataset = MatchingDataset([{"clip_path": "unused", "answer": CAPTION}] * 50, cfg)
     pairs = [dataset.pair(i) for i in range(len(dataset))]
     assert pairs == [dataset.pair(i) for i in range(len(dataset))]
     answers = [answer for _, answer in pairs]
     assert 0.4 < answers.count("yes") / len(answers) < 0.6
-    assert {a for a in answers if a != "yes"} == {f"no, {a.replace('_', ' ')}" for a in ALTERATIONS}
+    assert {a for a in answers if a != "yes"} == {f"no, {a.replace('_', ' ')}" for a in cfg.alterations}
+    assert "missing_object" not in cfg.alterations  # its longer caption is a cue without the video
     assert all((shown == CAPTION) == (answer == "yes") for shown, answer in pairs)
+    with pytest.raises(ValueError, match="alterations"):
+        MatchingPretrainConfig(alterations=("wrong_mood",))
 
 
 def test_matching_pretrained_tiny_is_its_own_cached_model_and_learns(tmp_path: Path) -> None:
