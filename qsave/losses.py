@@ -3,16 +3,20 @@
 **Text term** (``ce``): next-token cross-entropy averaged over the labelled (assistant) tokens, the usual
 causal-LM loss: the logits at position ``t`` predict the token at ``t + 1``.
 
-**Score term** (``dist``): at each dimension's level slot, the model's 5-way *level distribution* — the
-softmax over the logits of the five level tokens only, read where the level word is predicted (the same
-read-out as :mod:`qsave.scoring`) — is pulled towards a soft target built from the MOS and the raters'
-spread, with the KL divergence ``KL(target ‖ model) = Σₖ tₖ (log tₖ − log pₖ)`` averaged over the slots that
-have a target. The target is a **discretised Gaussian** over the levels 1..5 (:func:`soft_level_targets`):
-``N(MOS, σ²)`` with ``σ = max(rater std, σ_min)`` integrated over the bins ``[k − ½, k + ½]``, the two end
-bins absorbing the tails (``(−∞, 1.5]`` and ``[4.5, ∞)``), so the probabilities sum to one and their mean
-tracks the MOS. ``σ_min`` keeps the target soft where raters agreed perfectly (std 0) or no std is
-recorded (NaN). The paper names the loss but not its form; this is ours, after DeQA-Score's
-distribution-based training.
+**Score term** (``dist``): at each dimension's level slot, where the level word is predicted, the
+probabilities ``pₖ`` of the five level tokens *over the whole vocabulary* are pulled towards a soft target
+``t`` built from the MOS and the raters' spread: ``Σₖ tₖ (log tₖ − log pₖ)``, averaged over the slots that
+have a target. It splits into ``KL(t ‖ q) − log M``: ``q`` is the 5-way *level distribution* (the softmax
+over the five level logits only — the read-out of :mod:`qsave.scoring`), ``M = Σₖ pₖ`` the mass the model
+puts on level words at the slot. The first part shapes the score; the second makes the model *write* a
+level word there. (With the KL part alone the tiny model scored well but, its text term outweighed by
+λ, put 3–9 % of the slot's mass on level words and wrote reason codes where levels belong when it
+generated an answer; ``docs/learning.md``.) The target is a **discretised Gaussian** over the levels 1..5
+(:func:`soft_level_targets`): ``N(MOS, σ²)`` with ``σ = max(rater std, σ_min)`` integrated over the bins
+``[k − ½, k + ½]``, the two end bins absorbing the tails (``(−∞, 1.5]`` and ``[4.5, ∞)``), so the
+probabilities sum to one and their mean tracks the MOS. ``σ_min`` keeps the target soft where raters
+agreed perfectly (std 0) or no std is recorded (NaN). The paper names the loss but not its form; this is
+ours, after DeQA-Score's distribution-based training.
 
 ``total = ce + λ · dist``; both terms are returned separately so they can be logged.
 """
@@ -69,10 +73,11 @@ def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     return F.cross_entropy(flat, shifted, ignore_index=IGNORE_INDEX)
 
 
-def slot_level_logits(
+def slot_level_logprobs(
     logits: torch.Tensor, level_positions: torch.Tensor, level_ids: tuple[int, ...]
 ) -> torch.Tensor:
-    """Logits of the five level tokens where each level word is predicted: (batch, dims, 5).
+    """Log-probabilities (over the whole vocabulary) of the five level tokens where each level word is
+    predicted: (batch, dims, 5).
 
     ``level_positions`` (batch, dims) indexes the level-word tokens in the sequence ``logits`` covers
     (−1: no level there); the prediction is read at ``position − 1``. Missing slots read position 0
@@ -82,22 +87,24 @@ def slot_level_logits(
 
     read_at = (level_positions - 1).clamp(min=0)
     rows = torch.arange(logits.shape[0], device=logits.device)[:, None]
-    picked = logits[rows, read_at]  # (batch, dims, vocab)
-    return picked[..., list(level_ids)].float()
+    picked = logits[rows, read_at].float()  # (batch, dims, vocab)
+    return picked.log_softmax(dim=-1)[..., list(level_ids)]
 
 
 def level_distribution_loss(
-    level_logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor
+    level_logprobs: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor
 ) -> torch.Tensor:
-    """Mean over valid slots of ``KL(target ‖ softmax(level_logits))``; zero when no slot is valid."""
+    """Mean over valid slots of ``Σₖ tₖ (log tₖ − log pₖ)`` with ``pₖ`` the level tokens' probabilities
+    over the whole vocabulary: ``KL(target ‖ 5-way level softmax) − log(mass on the level tokens)``;
+    zero when no slot is valid."""
     import torch
 
-    log_p = level_logits.log_softmax(dim=-1)
+    log_p = level_logprobs
     safe_targets = torch.where(valid[..., None], targets, torch.ones_like(targets) / targets.shape[-1])
     kl = (torch.special.xlogy(safe_targets, safe_targets) - safe_targets * log_p).sum(dim=-1)
     count = valid.sum()
     if int(count) == 0:
-        return level_logits.sum() * 0.0
+        return level_logprobs.sum() * 0.0
     return (kl * valid).sum() / count
 
 
@@ -121,6 +128,6 @@ def dual_supervision_loss(
     valid = (level_positions > 0) & ~torch.isnan(level_targets).any(dim=-1)
     targets = torch.nan_to_num(level_targets.to(logits.device).float(), nan=0.0)
     dist = level_distribution_loss(
-        slot_level_logits(logits, level_positions, level_ids), targets, valid.to(logits.device)
+        slot_level_logprobs(logits, level_positions, level_ids), targets, valid.to(logits.device)
     )
     return DualLoss(total=ce + lam * dist, ce=ce, dist=dist)

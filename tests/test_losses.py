@@ -1,4 +1,5 @@
-"""Dual-supervision loss on hand-made logits: soft targets, cross-entropy, KL at the level slots, masking."""
+"""Dual-supervision loss on hand-made logits: soft targets, cross-entropy, the score term at the level slots
+(5-way KL plus the mass on level words), masking."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from qsave.losses import (
     dual_supervision_loss,
     level_distribution_loss,
-    slot_level_logits,
+    slot_level_logprobs,
     soft_level_targets,
     token_cross_entropy,
 )
@@ -67,28 +68,33 @@ def test_token_cross_entropy_refuses_a_batch_without_labels() -> None:
         token_cross_entropy(logits, torch.full((1, 3), -100))
 
 
-def test_level_logits_are_read_one_position_before_the_level_word() -> None:
+def test_level_logprobs_are_read_one_position_before_the_level_word_over_the_whole_vocabulary() -> None:
     logits, _, positions = hand_batch()
-    read = slot_level_logits(logits, positions, LEVEL_IDS)
+    read = slot_level_logprobs(logits, positions, LEVEL_IDS)
     assert read.shape == (1, 1, 5)
-    assert read[0, 0].tolist() == pytest.approx([0, 0, math.log(2.0), 0, 0])
+    # softmax over 8 logits, one of them ln 2: Z = 9
+    assert read[0, 0].exp().tolist() == pytest.approx([1 / 9, 1 / 9, 2 / 9, 1 / 9, 1 / 9])
 
 
 def test_dual_loss_by_hand() -> None:
     logits, labels, positions = hand_batch()
-    # level softmax = [1, 1, 2, 1, 1] / 6; target [¼, ¼, ½, 0, 0] → KL = ½ ln(¼·6) + ½ ln(½·3) = ln 1.5
+    # level softmax q = [1, 1, 2, 1, 1] / 6; target [¼, ¼, ½, 0, 0] → KL = ½ ln(¼·6) + ½ ln(½·3) = ln 1.5;
+    # the level words hold M = 6/9 of the slot's mass → dist = KL − ln M = ln 1.5 + ln 1.5
     targets = torch.tensor([[[0.25, 0.25, 0.5, 0.0, 0.0]]])
     loss = dual_supervision_loss(logits, labels, positions, targets, LEVEL_IDS, lam=0.5)
     ce = (math.log(8) + math.log(4.5)) / 2
     assert float(loss.ce) == pytest.approx(ce, abs=1e-6)
-    assert float(loss.dist) == pytest.approx(math.log(1.5), abs=1e-6)
-    assert float(loss.total) == pytest.approx(ce + 0.5 * math.log(1.5), abs=1e-6)
+    assert float(loss.dist) == pytest.approx(2 * math.log(1.5), abs=1e-6)
+    assert float(loss.total) == pytest.approx(ce + 0.5 * 2 * math.log(1.5), abs=1e-6)
 
 
-def test_kl_is_zero_when_the_level_softmax_equals_the_target() -> None:
+def test_score_term_is_zero_only_when_the_level_probabilities_equal_the_target() -> None:
     target = soft_level_targets(torch.tensor([[2.3]]), torch.tensor([[0.7]]), sigma_min=0.3)
-    kl = level_distribution_loss(target.log(), target, torch.tensor([[True]]))
-    assert float(kl) == pytest.approx(0.0, abs=1e-6)
+    valid = torch.tensor([[True]])
+    assert float(level_distribution_loss(target.log(), target, valid)) == pytest.approx(0.0, abs=1e-6)
+    # the same level distribution with only half the mass on level words costs ln 2
+    half = level_distribution_loss((target / 2).log(), target, valid)
+    assert float(half) == pytest.approx(math.log(2.0), abs=1e-6)
 
 
 def test_slots_without_position_or_target_are_left_out_of_the_mean() -> None:
@@ -98,7 +104,7 @@ def test_slots_without_position_or_target_are_left_out_of_the_mean() -> None:
         [[[0.25, 0.25, 0.5, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0, 0.0], [float("nan")] * 5]]  # third: no MOS
     )
     loss = dual_supervision_loss(logits, labels, positions, targets, LEVEL_IDS, lam=1.0)
-    assert float(loss.dist) == pytest.approx(math.log(1.5), abs=1e-6)
+    assert float(loss.dist) == pytest.approx(2 * math.log(1.5), abs=1e-6)
 
 
 def test_no_valid_slot_gives_a_zero_score_term_that_still_backpropagates() -> None:
@@ -112,18 +118,18 @@ def test_no_valid_slot_gives_a_zero_score_term_that_still_backpropagates() -> No
     assert logits.grad is not None
 
 
-def test_the_score_term_moves_only_the_level_logits_at_the_slot() -> None:
+def test_the_score_term_moves_only_the_logits_at_the_slot() -> None:
     logits, labels, positions = hand_batch()
     logits.requires_grad_(True)
     targets = torch.tensor([[[0.25, 0.25, 0.5, 0.0, 0.0]]])
     dual_supervision_loss(logits, labels, positions, targets, LEVEL_IDS, lam=1.0).dist.backward()
     assert logits.grad is not None
     grad = logits.grad[0]
-    assert grad[1, list(LEVEL_IDS)].abs().sum() > 0
-    others = [i for i in range(8) if i not in LEVEL_IDS]
-    assert float(grad[1, others].abs().sum()) == 0.0
     assert float(grad[0].abs().sum()) == 0.0 and float(grad[2].abs().sum()) == 0.0
-    # d KL / d logit = softmax − target over the five level logits
+    # d/d logit of −Σ t log p = p − t over the whole vocabulary (t = 0 off the level words): the level
+    # logits move towards the target, every other logit at the slot down
     assert grad[1, list(LEVEL_IDS)].tolist() == pytest.approx(
-        [1 / 6 - 0.25, 1 / 6 - 0.25, 1 / 3 - 0.5, 1 / 6, 1 / 6], abs=1e-6
+        [1 / 9 - 0.25, 1 / 9 - 0.25, 2 / 9 - 0.5, 1 / 9, 1 / 9], abs=1e-6
     )
+    others = [i for i in range(8) if i not in LEVEL_IDS]
+    assert grad[1, others].tolist() == pytest.approx([1 / 9] * len(others), abs=1e-6)
