@@ -16,14 +16,12 @@ analytic front end — the same Qwen3-VL modules and shapes, only other starting
 * **the first block's MLP**: for every filter channel after the colour means, a pair of GELU units
   ``(+g·x, −g·x)`` summed into a free residual channel: ``GELU(gx) + GELU(−gx) ≈ g|x|``, a local energy
   detector whose *mean over tokens* — what the language model's attention reads most easily — is a
-  Laplacian-energy- or frame-difference-like statistic of the clip; three more pairs do the same for the
-  colour changes (flicker).
+  Laplacian-energy- or frame-difference-like statistic of the clip.
 
 Every other weight keeps Qwen3-VL's random initialisation, and the recipe trains the projector (the
 mergers) and the language model with this front end fixed (``vision_lr_multiplier = 0``). A ridge probe
 on the mean of the merged visual tokens of the default corpus goes from held-out SRCC VQ 0.30 / MQ 0.17
-(random tower) to 0.66 / 0.52 with this initialisation; the flicker detectors add 0.04–0.06 on MQ
-(val + test, three initialisation seeds).
+(random tower) to 0.66 / 0.52 with this initialisation.
 """
 
 from __future__ import annotations
@@ -49,9 +47,6 @@ class QualityInit:
     """Scale of the six colour-mean filters relative to the unit-norm structure filters."""
     gain: float = 2.0
     """``g`` of the energy detectors' GELU pairs (≥ 2 makes them nonlinear on unit-scale inputs)."""
-    flicker_gain: float = 3.0
-    """``g`` of the three flicker detectors on the colour changes between a patch's two frames (their
-    signed mean over tokens is ≈ 0; their energy is not)."""
 
 
 def _uniform(x: NDArray[np.float64], size: int) -> NDArray[np.float64]:
@@ -119,12 +114,11 @@ def apply_quality_init(model: Any, init: QualityInit, seed: int) -> None:
     hidden = int(proj.weight.shape[0])
     mlp = visual.blocks[0].mlp
     units = int(mlp.linear_fc1.weight.shape[0])
-    detectors = [(c, init.gain) for c in range(COLOUR_MEANS, init.channels)]
-    detectors += [(c, init.flicker_gain) for c in range(COLOUR_MEANS // 2, COLOUR_MEANS)]
-    if init.channels + len(detectors) > hidden or 2 * len(detectors) > units:
+    detectors = init.channels - COLOUR_MEANS
+    if init.channels + detectors > hidden or 2 * detectors > units:
         raise ValueError(
-            f"{init} needs a vision hidden size of at least {init.channels + len(detectors)} and "
-            f"{2 * len(detectors)} MLP units; the tower has {hidden} and {units}"
+            f"QualityInit(channels={init.channels}) needs a vision hidden size of at least "
+            f"{init.channels + detectors} and {2 * detectors} MLP units; the tower has {hidden} and {units}"
         )
     bank = filter_bank(init.channels, int(proj.weight.shape[-1]), seed)
     bank[:COLOUR_MEANS] *= init.dc
@@ -133,10 +127,11 @@ def apply_quality_init(model: Any, init: QualityInit, seed: int) -> None:
         proj.bias.zero_()
         proj.weight[: init.channels] = torch.from_numpy(bank).to(proj.weight.dtype)
         fc1, fc2 = mlp.linear_fc1, mlp.linear_fc2
-        fc2.weight[:, : 2 * len(detectors)] = 0.0
-        for k, (source, gain) in enumerate(detectors):
+        fc2.weight[:, : 2 * detectors] = 0.0
+        for k in range(detectors):
+            source, target = COLOUR_MEANS + k, init.channels + k
             for unit, sign in ((2 * k, 1.0), (2 * k + 1, -1.0)):
                 fc1.weight[unit].zero_()
-                fc1.weight[unit, source] = sign * gain
+                fc1.weight[unit, source] = sign * init.gain
                 fc1.bias[unit] = 0.0
-                fc2.weight[init.channels + k, unit] = 1.0
+                fc2.weight[target, unit] = 1.0

@@ -55,17 +55,14 @@ def test_energy_detectors_see_detail_and_change(tmp_path: Any) -> None:
 
     blurred = uniform_filter(sharp.astype(float), size=(1, 5, 5, 1)).round().astype(np.uint8)
     moving = np.stack([np.roll(texture[0], 3 * i, axis=1) for i in range(4)])
-    flickering = (sharp * np.array([1.0, 0.6, 1.0, 0.6])[:, None, None, None]).round().astype(np.uint8)
     channels = QualityInit().channels
     detectors = slice(channels, 2 * channels - COLOUR_MEANS)
-    flicker = slice(2 * channels - COLOUR_MEANS, 2 * channels - COLOUR_MEANS + 3)
 
-    def energy(frames: np.ndarray, where: slice = detectors) -> float:
-        return float(_first_block_output(model, processor, frames)[:, where].mean())
+    def energy(frames: np.ndarray) -> float:
+        return float(_first_block_output(model, processor, frames)[:, detectors].mean())
 
     assert energy(sharp) > energy(blurred) + 0.05
     assert energy(moving) > energy(sharp) + 0.05
-    assert energy(flickering, flicker) > energy(sharp, flicker) + 0.05
 
 
 def test_random_init_is_qwen3_vl_default_and_unknown_init_fails(tmp_path: Any) -> None:
