@@ -82,7 +82,7 @@ def held_out_srcc(model_dir: str, dataset: Path, table: Path, split: str) -> dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("/tmp/qsave-bench-learning"))
-    parser.add_argument("--n", type=int, default=600, help="synthetic clips (70/15/15 prompt split)")
+    parser.add_argument("--n", type=int, default=1200, help="synthetic clips (70/15/15 prompt split)")
     parser.add_argument("--corpus-seed", type=int, default=0)
     parser.add_argument("--tiny", default="{}", help="TinyModelConfig overrides (JSON)")
     parser.add_argument("--sft", default="{}", help="stage-1 SFTStageConfig overrides (JSON)")

@@ -38,7 +38,7 @@ class IngestConfig:
     """One of: synthetic, manifest, aigve, folder, csv, jsonl."""
     uri: str = ""
     """Where an imported source lives (file or folder); unused for ``synthetic``."""
-    n_videos: int = 600
+    n_videos: int = 1200
     """Synthetic corpus size."""
     seed: int = 0
     """Synthetic corpus seed."""

@@ -117,7 +117,7 @@ GENERATORS: Final[dict[str, GeneratorProfile]] = {
 
 @dataclass(frozen=True)
 class SynthConfig:
-    n: int = 600
+    n: int = 1200
     """Number of clips."""
     seed: int = 0
     width: int = 128

@@ -68,7 +68,7 @@ def qsave_pipeline(
 ) -> PipelineOutputs:
     """Ingest → validate → SlowFast preprocess → SFT → GRPO → final SFT → evaluate → track, register, gate.
 
-    :param data: where the data comes from (default: the synthetic corpus, 600 clips, seed 0).
+    :param data: where the data comes from (default: the synthetic corpus, 1200 clips, seed 0).
     :param max_quarantine: fail when more than this share of rows is quarantined.
     :param require_labels: quarantine rows without MOS (turn off for prompt-only scoring sets).
     :param sampler: SlowFast sampling (default: the small local sizes; production uses SamplerConfig()).

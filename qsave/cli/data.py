@@ -93,7 +93,7 @@ def _register_synth(commands: argparse._SubParsersAction) -> None:
             "Render prompt-conditioned procedural clips from several simulated generators, rate them "
             "with a simulated panel, split the prompts into train/val/test and write DIR/videos/*.mp4 "
             "and DIR/manifest.parquet (video_path relative to DIR). Options left out take "
-            "qsave.synthetic.SynthConfig's defaults (600 clips of 128x128, 24 frames at 8 fps, seed 0)."
+            "qsave.synthetic.SynthConfig's defaults (1200 clips of 128x128, 24 frames at 8 fps, seed 0)."
         ),
     )
     parser.add_argument("--out", required=True, help="output folder")
