@@ -27,6 +27,8 @@ N_CLIPS = 300
 HELD_OUT = ("val", "test")
 MARGIN = 0.2
 """Mean held-out SRCC over visual and motion quality must beat the untrained base's by this much."""
+EACH = 0.1
+"""…and each of the two on its own by this much (90 held-out clips: ±0.1 is noise)."""
 
 
 def held_out_srcc(model_dir: str, dataset: Path, table: Path) -> dict[str, float]:
@@ -43,7 +45,7 @@ def held_out_srcc(model_dir: str, dataset: Path, table: Path) -> dict[str, float
 def learned(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, float], dict[str, float]]:
     root = tmp_path_factory.mktemp("learning")
     dataset, table = training_corpus(root, N_CLIPS, side=128, frames=24)  # the default corpus's clips
-    sft, grpo, final = stage_configs(Recipe(sft_epochs=6.0, grpo_steps=2, final_sft_epochs=1.0))
+    sft, grpo, final = stage_configs(Recipe(sft_epochs=10.0, grpo_steps=2, final_sft_epochs=1.0))
     assert grpo is not None and final is not None
     model = run_sft("tiny", dataset, table, dataclasses.replace(sft, save_steps=10**6), root / "sft")
     model = run_grpo(str(model), dataset, table, dataclasses.replace(grpo, save_steps=10**6), root / "grpo")
@@ -58,4 +60,4 @@ def test_three_stages_beat_the_untrained_base_on_held_out_clips(
     print(f"held-out SRCC base {base} trained {trained}")
     gain = (trained["vq"] + trained["mq"]) / 2 - (base["vq"] + base["mq"]) / 2
     assert gain >= MARGIN, f"SRCC gain {gain:.2f} over the untrained base (base {base}, trained {trained})"
-    assert trained["vq"] > 0.3 and trained["mq"] > 0.3
+    assert all(trained[d] >= base[d] + EACH for d in ("vq", "mq")), (base, trained)
