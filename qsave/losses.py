@@ -99,9 +99,8 @@ def level_distribution_loss(
     zero when no slot is valid."""
     import torch
 
-    log_p = level_logprobs
     safe_targets = torch.where(valid[..., None], targets, torch.ones_like(targets) / targets.shape[-1])
-    kl = (torch.special.xlogy(safe_targets, safe_targets) - safe_targets * log_p).sum(dim=-1)
+    kl = (torch.special.xlogy(safe_targets, safe_targets) - safe_targets * level_logprobs).sum(dim=-1)
     count = valid.sum()
     if int(count) == 0:
         return level_logprobs.sum() * 0.0

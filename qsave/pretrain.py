@@ -67,6 +67,17 @@ CLEAN: Final = "clean"
 SEVERITY_BINS: Final = (("mild", 0.15, 0.5), ("strong", 0.5, 1.0))
 """``(name, low, high)``: a degraded view's severity is drawn uniformly in one bin."""
 
+ALTERATIONS: Final = (
+    "wrong_color",
+    "wrong_shape",
+    "wrong_count",
+    "wrong_direction",
+    "missing_object",
+    "wrong_scene",
+)
+"""How the matching pretext alters a caption: the alignment reasons of :mod:`qsave.taxonomy`, told in text
+(``missing_object`` claims one more object than the clip shows)."""
+
 
 @dataclass(frozen=True)
 class PretrainConfig:
@@ -117,13 +128,7 @@ class MatchingPretrainConfig(PretrainConfig):
     """Captions shown with each clip per epoch (each true or altered on its own draw)."""
     match_share: float = 0.5
     """Share of views that show the clip's true caption (answer ``yes``)."""
-    alterations: tuple[str, ...] = (
-        "wrong_color",
-        "wrong_shape",
-        "wrong_count",
-        "wrong_direction",
-        "wrong_scene",
-    )
+    alterations: tuple[str, ...] = tuple(a for a in ALTERATIONS if a != "missing_object")
     """Which of :data:`ALTERATIONS` altered captions use. ``missing_object`` is left out by default: an
     added object group makes the caption longer than the true ones, a cue that needs no video (a model
     pretrained with it tells it apart 98 % of the time while scoring the others at chance)."""
@@ -221,18 +226,6 @@ class DegradationDataset(CaptionDataset):
         fast = dataclasses.replace(clip.fast, frames=degrade_view(clip.fast.frames, family, severity, rng))
         answer = CLEAN if family == CLEAN else f"{family.replace('_', ' ')} {severity_bin(severity)}"
         return {**item, "clip": dataclasses.replace(clip, slow=slow, fast=fast), "answer": answer}
-
-
-ALTERATIONS: Final = (
-    "wrong_color",
-    "wrong_shape",
-    "wrong_count",
-    "wrong_direction",
-    "missing_object",
-    "wrong_scene",
-)
-"""How the matching pretext alters a caption: the alignment reasons of :mod:`qsave.taxonomy`, told in text
-(``missing_object`` claims one more object than the clip shows)."""
 
 
 def _group_pattern() -> re.Pattern[str]:
