@@ -26,10 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import qsave  # noqa: F401  (applies the torchvision shim)
 from qsave.manifest import read_manifest
 from qsave.modeling import TinyModelConfig, tiny_model_path
-from qsave.predictions import PredictConfig, predict_clips
+from qsave.predictions import PredictConfig, predict_clips, srcc_by_dimension
 from qsave.preprocess import merge_results, preprocess_shard
 from qsave.recipe import Recipe, stage_configs
-from qsave.schema import DIMENSIONS, mos_column
 from qsave.slowfast import LOCAL_SAMPLER
 from qsave.synthetic import MANIFEST_NAME, SynthConfig, generate_corpus
 from qsave.video import DecodeLimits
@@ -67,16 +66,11 @@ def corpus(work: Path, n: int, seed: int) -> tuple[Path, Path]:
 def held_out_srcc(model_dir: str, dataset: Path, table: Path, split: str) -> dict[str, float]:
     """Spearman correlation of predicted scores with MOS per dimension on ``split``."""
     import pandas as pd
-    from scipy.stats import spearmanr
 
     manifest = read_manifest(dataset / MANIFEST_NAME)
     rows = manifest[manifest["split"] == split].reset_index(drop=True)
     preds = predict_clips(model_dir, pd.read_parquet(table), rows, PredictConfig(batch_size=16))
-    out = {}
-    for dim in DIMENSIONS:
-        rho = spearmanr(preds[f"pred_{dim}"], rows[mos_column(dim)]).statistic
-        out[dim] = round(float(rho), 3) if rho == rho else 0.0
-    return out
+    return {d: round(rho, 3) if rho == rho else 0.0 for d, rho in srcc_by_dimension(preds, rows).items()}
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from qsave.evaluation import pred_column, pred_reasons_column, prob_column
-from qsave.schema import DIMENSIONS, LEVELS, REASON_DIMENSIONS
+from qsave.schema import DIMENSIONS, LEVELS, REASON_DIMENSIONS, mos_column
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -105,6 +105,14 @@ def predict_clips(
 ) -> pd.DataFrame:
     """:func:`clip_records` as a prediction frame."""
     return records_to_frame(clip_records(model_name_or_path, clip_table, manifest, cfg, progress))
+
+
+def srcc_by_dimension(predictions: pd.DataFrame, manifest: pd.DataFrame) -> dict[str, float]:
+    """Spearman correlation of the predicted scores with the MOS per dimension, ``predictions`` and
+    ``manifest`` row-aligned (as :func:`predict_clips` returns them); NaN where it is undefined."""
+    from qsave.metrics import spearman
+
+    return {d: spearman(predictions[pred_column(d)], manifest[mos_column(d)]) for d in DIMENSIONS}
 
 
 def predict_videos(

@@ -13,13 +13,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import training_corpus
-from scipy.stats import spearmanr
 
 from qsave.grpo import run_grpo
 from qsave.manifest import read_manifest
-from qsave.predictions import PredictConfig, predict_clips
+from qsave.predictions import PredictConfig, predict_clips, srcc_by_dimension
 from qsave.recipe import Recipe, stage_configs
-from qsave.schema import DIMENSIONS, mos_column
 from qsave.sft import run_sft
 from qsave.synthetic import MANIFEST_NAME
 
@@ -38,7 +36,7 @@ def held_out_srcc(model_dir: str, dataset: Path, table: Path) -> dict[str, float
     clips["clip_path"] = [str(table.parent / p) for p in clips["clip_path"]]
     preds = predict_clips(model_dir, clips, rows, PredictConfig(batch_size=16))
     assert not preds["error"].fillna("").astype(bool).any(), preds["error"].unique()
-    return {d: float(spearmanr(preds[f"pred_{d}"], rows[mos_column(d)]).statistic) for d in DIMENSIONS}
+    return srcc_by_dimension(preds, rows)
 
 
 @pytest.fixture(scope="module")

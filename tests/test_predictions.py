@@ -10,7 +10,7 @@ import pytest
 from conftest import SHARED_DATA
 
 from qsave.cli import main
-from qsave.predictions import predict_clips, record_to_row
+from qsave.predictions import predict_clips, record_to_row, srcc_by_dimension
 from qsave.preprocess import preprocess_shard
 from qsave.slowfast import LOCAL_SAMPLER
 from qsave.video import DecodeLimits
@@ -80,3 +80,14 @@ def test_cli_eval_model_needs_a_manifest(tmp_path, capsys):
 def test_cli_eval_sources_are_exclusive(tmp_path, bad):
     with pytest.raises(SystemExit):
         main(["eval", *bad, "--out", str(tmp_path)])
+
+
+def test_srcc_by_dimension_correlates_each_dimension_with_its_mos():
+    mos = pd.DataFrame({f"mos_{d}": [1.0, 2.0, 3.0, 4.0] for d in ("vq", "mq", "ta", "overall")})
+    preds = pd.DataFrame(
+        {"pred_vq": [1, 2, 3, 4], "pred_mq": [4, 3, 2, 1], "pred_ta": [1, 3, 2, 4], "pred_overall": [2] * 4}
+    )
+    srcc = srcc_by_dimension(preds, mos)
+    assert srcc["vq"] == pytest.approx(1.0) and srcc["mq"] == pytest.approx(-1.0)
+    assert srcc["ta"] == pytest.approx(0.8)
+    assert math.isnan(srcc["overall"])  # constant predictions: undefined, not 0
