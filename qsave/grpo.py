@@ -71,6 +71,8 @@ if TYPE_CHECKING:
     import torch
     from transformers import TrainerCallback
 
+    from qsave.slowfast import SamplerConfig
+
 log = logging.getLogger(__name__)
 
 CONFIG_FILE: Final = "qsave_grpo_config.json"
@@ -409,6 +411,7 @@ def run_grpo(
     out_dir: str | os.PathLike[str],
     *,
     clips_base_dir: str | os.PathLike[str] | None = None,
+    clips_sampler: SamplerConfig | None = None,
     resume: bool = False,
     callbacks: Sequence[TrainerCallback] = (),
 ) -> Path:
@@ -420,10 +423,11 @@ def run_grpo(
     ``rewards/<function>/mean`` and ``/std``, ``reward``, ``kl``, ``completions/mean_length`` …,
     ``entropy``, ``step_time``), ``skipped.json`` (rows left out and why) and ``checkpoints/`` (every
     ``cfg.save_steps``; ``resume`` continues from the newest, without it old ones are removed first).
+    ``clips_sampler`` as in :func:`qsave.training.prepare_stage`.
     """
     stage = prepare_stage(
         "GRPO", model_dir, dataset_dir, clips_table, cfg.split, out_dir,
-        clips_base_dir=clips_base_dir, resume=resume,
+        clips_base_dir=clips_base_dir, clips_sampler=clips_sampler, resume=resume,
     )  # fmt: skip
     outputs, source, examples, checkpoint = stage.outputs, stage.source, stage.examples, stage.checkpoint
     model, processor = load_for_training(source, cfg.profile, LoraSettings(enabled=False))
@@ -440,4 +444,4 @@ def run_grpo(
     extra = {CONFIG_FILE: json.dumps(record, indent=2, sort_keys=True)}
     if outputs.metrics.is_file():
         extra[METRICS_FILE] = outputs.metrics.read_text()
-    return save_stage_model(trainer.model, processor, source, outputs.model, extra)
+    return save_stage_model(trainer.model, processor, source, outputs.model, extra, sampler=stage.sampler)

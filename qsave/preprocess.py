@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 
 from qsave.manifest import resolve_video_path
-from qsave.modeling import qsave_home
+from qsave.modeling import model_sampler_config, qsave_home, save_sampler_config
 from qsave.slowfast import SAMPLER_VERSION, Pathway, SamplerConfig, SlowFastClip, sample_clip
 from qsave.storage import atomic_path, file_sha256, write_text_atomic
 from qsave.versioning import config_hash
@@ -253,8 +253,11 @@ EXPORT_TABLE: Final = "clips.parquet"
 EXPORT_CLIPS: Final = "clips"
 
 
-def export_clips(table: pd.DataFrame, out_dir: str | os.PathLike[str]) -> Path:
-    """Write a self-contained clip directory: ``clips/<sha>.npz`` + ``clips.parquet`` (relative clip paths).
+def export_clips(
+    table: pd.DataFrame, out_dir: str | os.PathLike[str], sampler: SamplerConfig | None = None
+) -> Path:
+    """Write a self-contained clip directory: ``clips/<sha>.npz`` + ``clips.parquet`` (relative clip paths),
+    and the ``sampler`` the clips were made with (:func:`exported_sampler` reads it back).
 
     ``table`` is a shard's or a merged table (:data:`RESULT_COLUMNS`; ``clip_path`` absolute, or relative
     to a directory exported before). Clips are hard-linked when possible. Written atomically; returns
@@ -274,7 +277,14 @@ def export_clips(table: pd.DataFrame, out_dir: str | os.PathLike[str]) -> Path:
             relative.append(name)
         exported["clip_path"] = relative
         exported.to_parquet(tmp / EXPORT_TABLE, index=False)
+        if sampler is not None:
+            save_sampler_config(tmp, sampler)
     return out
+
+
+def exported_sampler(clip_dir: str | os.PathLike[str]) -> SamplerConfig | None:
+    """The sampler config an exported clip directory records (``None`` when it records none)."""
+    return model_sampler_config(clip_dir)
 
 
 def read_exported(clip_dir: str | os.PathLike[str]) -> pd.DataFrame:
@@ -290,9 +300,13 @@ def read_exported(clip_dir: str | os.PathLike[str]) -> pd.DataFrame:
 def merge_exported(
     clip_dirs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str]
 ) -> pd.DataFrame:
-    """Merge exported shard directories into one exported directory; returns the merged table."""
+    """Merge exported shard directories into one exported directory; returns the merged table. The shards
+    must record the same sampler (or none); the merged directory records it."""
+    samplers = {exported_sampler(d) for d in clip_dirs}
+    if len(samplers) > 1:
+        raise ValueError(f"the shards were sampled with different configs: {sorted(map(str, samplers))}")
     merged = merge_results([read_exported(d) for d in clip_dirs])
-    export_clips(merged, out_dir)
+    export_clips(merged, out_dir, samplers.pop() if samplers else None)
     return merged
 
 

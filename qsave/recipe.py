@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from qsave.slowfast import LOCAL_SAMPLER, SamplerConfig
+
 if TYPE_CHECKING:
     from qsave.grpo import GRPOStageConfig
     from qsave.sft import SFTStageConfig
@@ -92,3 +94,15 @@ def base_model(recipe: Recipe) -> str:
     from qsave.training import profile_settings
 
     return recipe.base_model or profile_settings(recipe.profile).base_model
+
+
+def clip_sampler(recipe: Recipe, override: SamplerConfig | None = None) -> SamplerConfig:
+    """The SlowFast sampler the pipeline preprocesses with: ``override`` when given, else the profile's —
+    the small local sizes for ``local`` (the tiny model), Qwen3-VL's for ``qwen3-vl-8b``. The trained
+    model records it (:attr:`qsave.training.StageInputs.sampler`), so serving samples as training did."""
+    from qsave.training import profile_settings
+
+    profile_settings(recipe.profile)  # an unknown profile fails here, before any video is decoded
+    if override is not None:
+        return override
+    return LOCAL_SAMPLER if recipe.profile == "local" else SamplerConfig()

@@ -51,6 +51,8 @@ if TYPE_CHECKING:
     import pandas as pd
     from transformers import TrainerCallback
 
+    from qsave.slowfast import SamplerConfig
+
 log = logging.getLogger(__name__)
 
 STAGES: Final = ("sft", "final_sft")
@@ -249,6 +251,7 @@ def run_sft(
     out_dir: str | os.PathLike[str],
     *,
     clips_base_dir: str | os.PathLike[str] | None = None,
+    clips_sampler: SamplerConfig | None = None,
     resume: bool = False,
     callbacks: Sequence[TrainerCallback] = (),
 ) -> Path:
@@ -256,7 +259,9 @@ def run_sft(
 
     ``model_dir``: a full model directory, ``tiny`` or a hub id; ``dataset_dir``: an ingested dataset
     (``manifest.parquet`` + videos); ``clips_table``: the preprocess stage's table (frame or Parquet),
-    relative clip paths resolved against ``clips_base_dir``. ``resume``: continue from the newest
+    relative clip paths resolved against ``clips_base_dir``; ``clips_sampler``: the sampler its clip
+    directory records, which the trained model records too when the source records none (a hub model),
+    see :func:`qsave.training.prepare_stage`. ``resume``: continue from the newest
     checkpoint under ``<out_dir>/checkpoints`` (a fresh start when there is none); without it, old
     checkpoints there are removed first. ``callbacks`` are extra Trainer callbacks.
     """
@@ -264,7 +269,7 @@ def run_sft(
 
     stage = prepare_stage(
         "SFT", model_dir, dataset_dir, clips_table, cfg.split, out_dir,
-        clips_base_dir=clips_base_dir, resume=resume,
+        clips_base_dir=clips_base_dir, clips_sampler=clips_sampler, resume=resume,
     )  # fmt: skip
     outputs, source, checkpoint, skipped = stage.outputs, stage.source, stage.checkpoint, stage.skipped
     dataset = SupervisedDataset(stage.examples, cfg.think_fraction, cfg.seed)
@@ -294,4 +299,6 @@ def run_sft(
     extra = {CONFIG_FILE: json.dumps(record, indent=2, sort_keys=True)}
     if outputs.metrics.is_file():
         extra[METRICS_FILE] = outputs.metrics.read_text()
-    return save_trained_model(trainer, processor, source, cfg.profile, outputs.model, extra)
+    return save_trained_model(
+        trainer, processor, source, cfg.profile, outputs.model, extra, sampler=stage.sampler
+    )

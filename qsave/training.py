@@ -56,6 +56,7 @@ from qsave.modeling import (
 from qsave.preprocess import load_clip
 from qsave.prompts import build_target
 from qsave.schema import DIMENSIONS, mos_column, std_column
+from qsave.slowfast import SamplerConfig
 from qsave.storage import atomic_path, write_text_atomic
 
 if TYPE_CHECKING:
@@ -424,14 +425,16 @@ def save_stage_model(
     source_dir: str,
     out_dir: str | os.PathLike[str],
     extra_files: Mapping[str, str] | None = None,
+    sampler: SamplerConfig | None = None,
 ) -> Path:
     """Write the stage's full model (adapter merged), processor, sampler config, system-prompt style and
     ``extra_files`` (name → text, e.g. the stage's config and metrics) to ``out_dir``, atomically; the
-    sampler config and prompt style are the ones ``source_dir`` recorded."""
+    prompt style is the one ``source_dir`` recorded, the sampler config ``sampler`` (the one the stage
+    trained on, :attr:`StageInputs.sampler`) or else the one ``source_dir`` recorded."""
     plain = merged_model(model)
     if lora_module_names(plain):
         raise RuntimeError("LoRA layers survived merging; refusing to save a model with nested adapters")
-    sampler = model_sampler_config(source_dir)
+    sampler = sampler or model_sampler_config(source_dir)
     with atomic_path(out_dir) as tmp:
         plain.save_pretrained(tmp, safe_serialization=True)
         processor.save_pretrained(tmp)
@@ -450,6 +453,7 @@ def save_trained_model(
     profile: ProfileSettings,
     out_dir: str | os.PathLike[str],
     extra_files: Mapping[str, str] | None = None,
+    sampler: SamplerConfig | None = None,
 ) -> Path:
     """Write a finished trainer's model as a full, merged model directory (see :func:`save_stage_model`).
 
@@ -472,7 +476,7 @@ def save_trained_model(
         model, _ = load_model(str(source_dir if adapter else staging), dtype=dtype)
         if adapter:
             model = PeftModel.from_pretrained(model, staging)
-        save_stage_model(model, processor, source_dir, out, extra_files)
+        save_stage_model(model, processor, source_dir, out, extra_files, sampler)
         shutil.rmtree(staging, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     return out
@@ -612,6 +616,9 @@ class StageInputs:
     skipped: list[Skipped]
     checkpoint: Path | None
     """The checkpoint to resume from, or None for a fresh start."""
+    sampler: SamplerConfig | None
+    """The sampler the stage's clips were made with, which the stage's model records: the source model's
+    record, else the clip directory's (a hub model records none), else ``None``."""
 
 
 def prepare_stage(
@@ -623,11 +630,15 @@ def prepare_stage(
     out_dir: str | os.PathLike[str],
     *,
     clips_base_dir: str | os.PathLike[str] | None = None,
+    clips_sampler: SamplerConfig | None = None,
     resume: bool = False,
 ) -> StageInputs:
     """The common start of a stage: its rows (unusable ones written to ``skipped.json`` and logged), a
     check that the clips were sampled with the model's sampler, and the checkpoint to resume from (without
-    ``resume``, old checkpoints are removed). Raises ``ValueError`` naming the split when no row is usable."""
+    ``resume``, old checkpoints are removed). ``clips_sampler``: what the clip directory records
+    (:func:`qsave.preprocess.exported_sampler`); it must equal the source model's record, and it is the
+    one the stage's model records when the source records none (a hub model). Raises ``ValueError``
+    naming the split when no row is usable."""
     import logging
 
     from qsave.manifest import read_manifest
@@ -647,7 +658,13 @@ def prepare_stage(
             f"no {stage} rows in split {split!r} of {dataset_dir} ({len(skipped)} skipped, see "
             f"{outputs.skipped}); {stage} needs rated rows with preprocessed clips"
         )
-    sampler = model_sampler_config(source) if Path(source).is_dir() else None
+    recorded = model_sampler_config(source) if Path(source).is_dir() else None
+    if recorded is not None and clips_sampler is not None and recorded != clips_sampler:
+        raise ValueError(
+            f"the clips were sampled with {clips_sampler}, but {source} records {recorded}; "
+            "preprocess the dataset with the model's sampler (the workflow's `sampler` input)"
+        )
+    sampler = recorded or clips_sampler
     found = load_clip(examples[0].clip_path).config_fingerprint
     if sampler is not None and found and found != sampler.fingerprint():
         raise ValueError(
@@ -657,4 +674,4 @@ def prepare_stage(
     checkpoint = last_checkpoint(outputs.checkpoints) if resume else None
     if not resume:
         shutil.rmtree(outputs.checkpoints, ignore_errors=True)
-    return StageInputs(outputs, source, examples, skipped, checkpoint)
+    return StageInputs(outputs, source, examples, skipped, checkpoint, sampler)

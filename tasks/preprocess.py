@@ -9,6 +9,7 @@ from flytekit import Deck, Resources, current_context, task
 from flytekit.types.directory import FlyteDirectory
 from flytekit.types.file import FlyteFile
 
+from qsave.recipe import Recipe
 from qsave.slowfast import SamplerConfig
 from tasks import CODE_CACHE
 from tasks.images import CPU_IMAGE
@@ -30,16 +31,23 @@ def _workdir(name: str) -> Path:
 
 @task(cache=CODE_CACHE, container_image=CPU_IMAGE, requests=Resources(cpu="1", mem="2Gi"))
 def plan_shards(
-    dataset: FlyteDirectory, valid_manifest: FlyteFile, n_shards: int, sampler: SamplerConfig
+    dataset: FlyteDirectory,
+    valid_manifest: FlyteFile,
+    n_shards: int,
+    recipe: Recipe,
+    sampler: SamplerConfig | None = None,
 ) -> list[Shard]:
-    """Deal the valid rows into balanced shards (by video_id, so shards are stable across reruns)."""
+    """Deal the valid rows into balanced shards (by video_id, so shards are stable across reruns), each
+    sampled with ``sampler`` or else the recipe's profile's sampler."""
     from qsave.manifest import read_manifest, write_manifest
     from qsave.preprocess import shard_manifest
+    from qsave.recipe import clip_sampler
 
+    cfg = clip_sampler(recipe, sampler)
     shards = shard_manifest(read_manifest(valid_manifest.download()), n_shards)
     out = _workdir("shards")
     return [
-        Shard(dataset, FlyteFile(str(write_manifest(rows, out / f"shard-{i:04d}.parquet"))), i, sampler)
+        Shard(dataset, FlyteFile(str(write_manifest(rows, out / f"shard-{i:04d}.parquet"))), i, cfg)
         for i, rows in enumerate(shards)
     ]
 
@@ -57,7 +65,8 @@ def preprocess_shard(shard: Shard) -> FlyteDirectory:
         rows, shard.sampler, DecodeLimits(), clip_cache_dir(), base_dir=shard.dataset.download()
     )
     print(f"shard {shard.index}: {result.counts}, decoded {result.decoded}")
-    return FlyteDirectory(str(export_clips(result.table, _workdir(f"shard-{shard.index:04d}"))))
+    out = export_clips(result.table, _workdir(f"shard-{shard.index:04d}"), shard.sampler)
+    return FlyteDirectory(str(out))
 
 
 @task(cache=CODE_CACHE, container_image=CPU_IMAGE, requests=Resources(cpu="1", mem="4Gi"), enable_deck=True)

@@ -249,13 +249,23 @@ def _train(
     clips: FlyteDirectory,
 ) -> FlyteDirectory:
     """Run one stage (``run_sft`` or ``run_grpo``) from ``source``, resuming from a restored checkpoint."""
-    from qsave.preprocess import read_exported
+    from qsave.preprocess import exported_sampler, read_exported
 
     root = _stage_dir(name)
     resume = restore_checkpoints(root)
-    table = read_exported(clips.download())
+    clip_dir = clips.download()
+    table, sampler = read_exported(clip_dir), exported_sampler(clip_dir)
     callbacks = [checkpoint_store_callback()]
-    runner(source, dataset.download(), table, cfg, root, resume=resume, callbacks=callbacks)
+    runner(
+        source,
+        dataset.download(),
+        table,
+        cfg,
+        root,
+        clips_sampler=sampler,
+        resume=resume,
+        callbacks=callbacks,
+    )
     return _finish(root, label)
 
 

@@ -18,6 +18,7 @@ from qsave.preprocess import (
     clip_cache_dir,
     clip_path_for,
     export_clips,
+    exported_sampler,
     load_clip,
     merge_exported,
     merge_results,
@@ -138,6 +139,7 @@ def test_exported_shards_merge_into_one_self_contained_directory(manifest: tuple
         export_clips(
             preprocess_shard(shard, LOCAL_SAMPLER, LIMITS, base / "cache", base_dir=base).table,
             base / f"shard{i}",
+            LOCAL_SAMPLER,
         )
         for i, shard in enumerate(shard_manifest(df, 2))
     ]
@@ -149,5 +151,10 @@ def test_exported_shards_merge_into_one_self_contained_directory(manifest: tuple
     assert len(ok) == 3 and all(str(p).startswith(str(base / "merged")) for p in ok["clip_path"])
     clip = load_clip(ok["clip_path"].iloc[0])
     assert clip.slow.num_frames == LOCAL_SAMPLER.slow_frames
+    assert exported_sampler(base / "merged") == LOCAL_SAMPLER  # training records it in the model
     html = preview_html(table, max_clips=1)
     assert html.count("data:image/png;base64,") == 2 and "video_missing" in html
+    other = export_clips(read_exported(exported[1]), base / "other", SamplerConfig())
+    with pytest.raises(ValueError, match="sampled with different configs"):
+        merge_exported([exported[0], other], base / "mixed")
+    assert not (base / "mixed").exists()

@@ -18,6 +18,7 @@ from qsave.inputs import IGNORE_INDEX
 from qsave.losses import soft_level_targets
 from qsave.manifest import read_manifest
 from qsave.modeling import (
+    SAMPLER_FILE,
     load_model,
     model_sampler_config,
     resolve_model_path,
@@ -26,6 +27,7 @@ from qsave.modeling import (
 )
 from qsave.preprocess import merge_results, preprocess_shard
 from qsave.prompts import THINK_CLOSE, THINK_OPEN, level_token_ids
+from qsave.recipe import Recipe, clip_sampler
 from qsave.schema import DIMENSIONS, LEVELS, mos_column, score_to_level
 from qsave.sft import SFTStageConfig, profile_configs
 from qsave.slowfast import LOCAL_SAMPLER, SamplerConfig
@@ -274,5 +276,39 @@ def test_a_stage_refuses_an_empty_split_and_clips_from_another_sampler(
     save_sampler_config(model_dir, SamplerConfig())  # the model records production sizes, the clips are local
     with pytest.raises(ValueError, match="preprocess the dataset with the model's sampler"):
         prepare_stage("SFT", model_dir, root, table, "train", tmp_path / "b", clips_base_dir=root)
+    with pytest.raises(ValueError, match="the workflow's `sampler` input"):  # the clip directory's record
+        prepare_stage("SFT", "tiny", root, table, "train", tmp_path / "b", clips_base_dir=root,
+                      clips_sampler=SamplerConfig())  # fmt: skip
     ready = prepare_stage("SFT", "tiny", root, table, "train", tmp_path / "c", clips_base_dir=root)
     assert ready.examples and ready.checkpoint is None and ready.outputs.skipped.is_file()
+    assert ready.sampler == LOCAL_SAMPLER
+
+
+def test_the_pipeline_samples_clips_for_the_recipes_profile() -> None:
+    assert clip_sampler(Recipe()) == LOCAL_SAMPLER
+    assert clip_sampler(Recipe(profile="qwen3-vl-8b")) == SamplerConfig()  # Qwen3-VL's sizes, not 128 px
+    custom = SamplerConfig(slow_frames=8)
+    assert clip_sampler(Recipe(profile="qwen3-vl-8b"), custom) == custom
+    with pytest.raises(ValueError, match="unknown training profile"):
+        clip_sampler(Recipe(profile="qwen3-vl-80b"))
+
+
+def test_a_model_without_a_sampler_record_records_the_clips_sampler(
+    corpus: tuple[pd.DataFrame, pd.DataFrame, Path], tmp_path: Path
+) -> None:
+    """A hub model records no sampler: the stage's model must record the one its clips were made with,
+    or serving would sample with other sizes than training did."""
+    _, table, root = corpus
+    hub_like = tmp_path / "hub"
+    shutil.copytree(resolve_model_path("tiny"), hub_like)
+    (hub_like / SAMPLER_FILE).unlink()
+    stage = prepare_stage("SFT", hub_like, root, table, "train", tmp_path / "s", clips_base_dir=root,
+                          clips_sampler=LOCAL_SAMPLER)  # fmt: skip
+    assert stage.sampler == LOCAL_SAMPLER
+    assert (
+        prepare_stage("SFT", hub_like, root, table, "train", tmp_path / "t", clips_base_dir=root).sampler
+        is None
+    )
+    model, processor = load_model(str(hub_like))
+    out = save_stage_model(model, processor, str(hub_like), tmp_path / "out", sampler=stage.sampler)
+    assert model_sampler_config(out) == LOCAL_SAMPLER

@@ -86,13 +86,14 @@ def qsave_retrain(
     kickoff_time: datetime,
     snapshot_uri_template: str = SNAPSHOT_URI_TEMPLATE,
     recipe: Recipe = PRODUCTION_RECIPE,
-    sampler: SamplerConfig = SamplerConfig(),  # noqa: B008
+    sampler: SamplerConfig | None = None,
     n_shards: int = 32,
     min_srcc: float = 0.5,
     min_plcc: float = 0.5,
     max_regression: float = 0.02,
 ) -> PipelineOutputs:
-    """The pipeline on the snapshot of ``kickoff_time``'s date, with the production recipe and sampler.
+    """The pipeline on the snapshot of ``kickoff_time``'s date, with the production recipe and its profile's
+    sampler (or ``sampler``).
 
     A passing model becomes ``challenger``; people promote it with ``qsave registry``.
     """

@@ -23,7 +23,7 @@ from flytekit.types.directory import FlyteDirectory
 
 from qsave.ingest import IngestConfig
 from qsave.recipe import Recipe
-from qsave.slowfast import LOCAL_SAMPLER, SamplerConfig
+from qsave.slowfast import SamplerConfig
 from tasks.data import Validated, ingest, validate
 from tasks.evaluation import evaluate, track_register_gate
 from tasks.preprocess import merge_clips, plan_shards, preprocess_shard
@@ -56,7 +56,7 @@ def qsave_pipeline(
     data: IngestConfig = IngestConfig(),  # noqa: B008
     max_quarantine: float = 0.25,
     require_labels: bool = True,
-    sampler: SamplerConfig = LOCAL_SAMPLER,
+    sampler: SamplerConfig | None = None,
     n_shards: int = 4,
     recipe: Recipe = Recipe(),  # noqa: B008
     eval_split: str = "test",
@@ -71,7 +71,8 @@ def qsave_pipeline(
     :param data: where the data comes from (default: the synthetic corpus, 1200 clips, seed 0).
     :param max_quarantine: fail when more than this share of rows is quarantined.
     :param require_labels: quarantine rows without MOS (turn off for prompt-only scoring sets).
-    :param sampler: SlowFast sampling (default: the small local sizes; production uses SamplerConfig()).
+    :param sampler: SlowFast sampling; default: the recipe profile's (local: small sizes for the tiny
+        model; qwen3-vl-8b: Qwen3-VL's, 448-px slow frames). The trained model records it.
     :param n_shards: preprocessing shards, processed in parallel on a cluster.
     :param recipe: training profile (local or qwen3-vl-8b) and the per-run knobs (epochs, GRPO steps, LoRA).
     :param eval_split: the held-out split every model is evaluated on.
@@ -84,7 +85,11 @@ def qsave_pipeline(
     dataset = ingest(data=data)
     validated = validate(dataset=dataset, max_quarantine=max_quarantine, require_labels=require_labels)
     shards = plan_shards(
-        dataset=dataset, valid_manifest=validated.valid_manifest, n_shards=n_shards, sampler=sampler
+        dataset=dataset,
+        valid_manifest=validated.valid_manifest,
+        n_shards=n_shards,
+        recipe=recipe,
+        sampler=sampler,
     )
     clips = merge_clips(shards=map_task(preprocess_shard, concurrency=8)(shard=shards))
     stage1 = sft(recipe=recipe, dataset=dataset, clips=clips)
