@@ -106,6 +106,8 @@ class TinyModelConfig:
     vision_num_position_embeddings: int = 256  # a 16×16 learned grid, interpolated to each video's grid
     deepstack_visual_indexes: tuple[int, ...] = (0,)
     initializer_range: float = 0.02
+    tie_word_embeddings: bool = False
+    """One matrix for the input embeddings and the output head (as Qwen3-VL-2B/4B; the 8B unties them)."""
     patch_size: int = 16
     temporal_patch_size: int = 2
     spatial_merge_size: int = 2
@@ -192,6 +194,7 @@ def _tiny_model_config(cfg: TinyModelConfig, tokenizer: Any) -> Any:
                 "mrope_interleaved": True,
             },
             "pad_token_id": ids["<|endoftext|>"],
+            "tie_word_embeddings": cfg.tie_word_embeddings,
         },
         vision_config={
             "depth": cfg.vision_depth,
@@ -210,7 +213,7 @@ def _tiny_model_config(cfg: TinyModelConfig, tokenizer: Any) -> Any:
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=False,
+        tie_word_embeddings=cfg.tie_word_embeddings,
     )
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+import torch
 
 from qsave.modeling import (
     SAMPLER_FILE,
@@ -118,6 +119,13 @@ def test_tiny_model_is_cached_by_config_hash(tmp_path: Path) -> None:
     assert (first / "model.safetensors").stat().st_mtime_ns == stamp
     assert tiny_model_path(TinyModelConfig(seed=3), cache_dir=tmp_path) != first
     assert json.loads((first / "qsave_tiny.json").read_text())["seed"] == 0
+
+
+def test_tied_embeddings_stay_one_matrix_after_reloading(tmp_path: Path) -> None:
+    model, _ = load_model(str(tiny_model_path(TinyModelConfig(tie_word_embeddings=True), cache_dir=tmp_path)))
+    assert model.lm_head.weight.data_ptr() == model.model.language_model.embed_tokens.weight.data_ptr()
+    untied, _ = load_model(str(tiny_model_path(TinyModelConfig(), cache_dir=tmp_path)))
+    assert not torch.equal(untied.lm_head.weight, untied.model.language_model.embed_tokens.weight)
 
 
 def test_sampler_config_is_recorded_in_the_model_dir(tiny_dir: Path, tmp_path: Path) -> None:
