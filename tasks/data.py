@@ -12,8 +12,10 @@ from flytekit.types.directory import FlyteDirectory
 from flytekit.types.file import FlyteFile
 
 from qsave.ingest import IngestConfig
-from tasks import CODE_CACHE
+from tasks import code_cache
 from tasks.images import CPU_IMAGE
+
+CODE_CACHE = code_cache(__file__)
 
 
 def _dataset_hash(dataset: FlyteDirectory) -> str:

@@ -13,9 +13,11 @@ from flytekit.types.directory import FlyteDirectory
 from flytekit.types.file import FlyteFile
 
 from qsave.recipe import Recipe
-from tasks import CODE_CACHE
+from tasks import code_cache
 from tasks.data import Validated
 from tasks.images import CPU_IMAGE, GPU_IMAGE
+
+CODE_CACHE = code_cache(__file__)
 
 EVAL_META = "evaluation.json"
 SAMPLES = "sample_explanations.jsonl"

@@ -11,8 +11,10 @@ from flytekit.types.file import FlyteFile
 
 from qsave.recipe import Recipe
 from qsave.slowfast import SamplerConfig
-from tasks import CODE_CACHE
+from tasks import code_cache
 from tasks.images import CPU_IMAGE
+
+CODE_CACHE = code_cache(__file__)
 
 
 @dataclass

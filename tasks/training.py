@@ -35,8 +35,10 @@ from flytekit.types.directory import FlyteDirectory
 
 from qsave.recipe import Recipe
 from qsave.training import CHECKPOINT_DIR, METRICS_FILE, last_checkpoint
-from tasks import CODE_CACHE
+from tasks import code_cache
 from tasks.images import GPU_IMAGE
+
+CODE_CACHE = code_cache(__file__)
 
 if TYPE_CHECKING:
     from transformers import TrainerCallback

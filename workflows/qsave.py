@@ -10,7 +10,8 @@ Run locally on the embedded default (a synthetic AIGV corpus and a tiny Qwen3-VL
         --data '{"source": "aigve", "uri": "../shared/data/aigve-bench-toy"}' --max_quarantine 0.5
 
 and on a cluster with ``pyflyte run --remote …`` (``--recipe '{"profile": "qwen3-vl-8b"}'``). Every task
-but the tracking/registry one is cached by its inputs and the qsave source.
+but the tracking/registry one is cached by its inputs and the code it runs (its task file and the qsave
+modules that imports, ``tasks.code_cache``).
 """
 
 from __future__ import annotations
