@@ -11,11 +11,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from qsave.slowfast import LOCAL_SAMPLER, SamplerConfig
-
 if TYPE_CHECKING:
     from qsave.grpo import GRPOStageConfig
     from qsave.sft import SFTStageConfig
+    from qsave.slowfast import SamplerConfig
     from qsave.training import LoraSettings
 
 
@@ -110,7 +109,5 @@ def clip_sampler(recipe: Recipe, override: SamplerConfig | None = None) -> Sampl
     model records it (:attr:`qsave.training.StageInputs.sampler`), so serving samples as training did."""
     from qsave.training import profile_settings
 
-    profile_settings(recipe.profile)  # an unknown profile fails here, before any video is decoded
-    if override is not None:
-        return override
-    return LOCAL_SAMPLER if recipe.profile == "local" else SamplerConfig()
+    sampler = profile_settings(recipe.profile).sampler  # an unknown profile fails before any decoding
+    return override if override is not None else sampler

@@ -56,7 +56,7 @@ from qsave.modeling import (
 from qsave.preprocess import load_clip
 from qsave.prompts import build_target
 from qsave.schema import DIMENSIONS, mos_column, std_column
-from qsave.slowfast import SamplerConfig
+from qsave.slowfast import LOCAL_SAMPLER, SamplerConfig
 from qsave.storage import atomic_path, write_text_atomic
 
 if TYPE_CHECKING:
@@ -124,6 +124,9 @@ class ProfileSettings:
     """DeepSpeed JSON or FSDP YAML; relative paths resolve against the repository's ``configs/``."""
     use_cpu: bool = True
     dataloader_workers: int = 0
+    sampler: SamplerConfig = LOCAL_SAMPLER
+    """How the pipeline SlowFast-samples clips for this profile's model (``qsave.recipe.clip_sampler``): the
+    small local sizes for the tiny model, Qwen3-VL's own for the 8B."""
     torch_threads: int = 1
     """CPU threads for torch's intra-op work while training (0: torch's default, one per core). The tiny
     model's ops are too small to split: on a shared 2-core machine 2 threads made an SFT step 2–4× slower
@@ -160,6 +163,7 @@ def profile_settings(name: str) -> ProfileSettings:
             distributed_config="deepspeed_zero3.json",
             use_cpu=False,
             dataloader_workers=4,
+            sampler=SamplerConfig(),
             torch_threads=0,
         )
     raise ValueError(f"unknown training profile {name!r}; use one of {', '.join(PROFILES)}")
