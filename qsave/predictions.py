@@ -9,8 +9,8 @@ them instead of losing them.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from qsave.evaluation import pred_column, pred_reasons_column, prob_column
@@ -170,19 +170,29 @@ def evaluate_models(
     dataset_dir: str | os.PathLike[str] | None = None,
     baseline: bool = True,
     cfg: PredictConfig = PredictConfig(),
+    explain: Collection[str] = (),
     eval_cfg: EvalConfig | None = None,
     progress: bool = False,
 ) -> tuple[Evaluation, dict[str, pd.DataFrame]]:
     """Score every model (name → path/id/URI; ``candidate`` is the primary) on ``split`` of ``manifest``
     and evaluate them side by side, with the classical feature baseline (fitted on the train split,
-    videos read from ``dataset_dir``) as the floor. Returns the evaluation and each set's predictions."""
+    videos read from ``dataset_dir``) as the floor. Returns the evaluation and each set's predictions.
+
+    The models named in ``explain`` also generate their full answers, so the evaluation scores their
+    reasons against the raters' (precision, recall, F1 per code). Leave an untrained base out: it never
+    stops writing, and every answer would run to ``cfg.max_new_tokens``."""
     from qsave.baseline import run_baseline
     from qsave.evaluation import evaluate
 
     rows = manifest[manifest["split"].astype(str) == split].reset_index(drop=True)
     if rows.empty:
         raise ValueError(f"the manifest has no {split!r} rows to evaluate on")
-    predictions = {name: predict_clips(ref, clip_table, rows, cfg, progress) for name, ref in models.items()}
+    predictions = {
+        name: predict_clips(
+            ref, clip_table, rows, replace(cfg, explain=cfg.explain or name in explain), progress
+        )
+        for name, ref in models.items()
+    }
     if baseline:
         used = manifest[manifest["split"].astype(str).isin(["train", split])]
         fitted = run_baseline(used.reset_index(drop=True), dataset_dir, progress=progress).predictions

@@ -41,6 +41,9 @@ def evaluate(
 ) -> FlyteDirectory:
     """SRCC/KRCC/PLCC (raw and fitted), model level, reasons, uncertainty; plots in the Deck.
 
+    The candidate and the champion write their full answers for every clip of the split, so the report
+    scores their reasons against the raters' (the untrained base only gets scores: it never stops writing).
+
     ``champion``: a model URI (``models:/qsave@champion``) scored beside the candidate when it resolves;
     an empty string or an unknown alias skips it (first run).
     """
@@ -61,7 +64,9 @@ def evaluate(
         models["champion"] = found
     data_dir = dataset.download()
     table = read_exported(clips.download())
-    evaluation, predictions = evaluate_models(models, table, manifest, split=split, dataset_dir=data_dir)
+    evaluation, predictions = evaluate_models(
+        models, table, manifest, split=split, dataset_dir=data_dir, explain=("candidate", "champion")
+    )
     write_report(evaluation, out)
     samples = clip_records(
         models["candidate"], table, manifest[manifest["split"] == split].head(3), PredictConfig(explain=True)

@@ -7,7 +7,7 @@ import math
 
 import pandas as pd
 import pytest
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, training_corpus
 
 from qsave.cli import main
 from qsave.predictions import predict_clips, record_to_row, srcc_by_dimension
@@ -69,6 +69,19 @@ def test_cli_eval_with_a_model_on_the_aigve_toy_set(tmp_path, capsys):
     assert {"srcc_vq", "plcc_fit_ta", "krcc_overall", "rmse_fit_mq", "model_srcc_vq"} <= set(numbers)
     assert captured.err.count("video_missing") == 4, "each missing video is reported, none dropped silently"
     assert (tmp_path / "report" / "report.html").is_file()
+
+
+def test_cli_eval_explain_scores_the_reasons_of_the_model_but_not_of_the_base(tmp_path, capsys):
+    dataset, _ = training_corpus(tmp_path, n=4)
+    code = main(
+        ["eval", "--model", "tiny", "--base", "tiny", "--manifest", str(dataset / "manifest.parquet"),
+         "--explain", "--out", str(tmp_path / "report"), "--bootstrap", "20", "--champion", "", "--json"]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert {"reason_f1_micro_ta", "reason_recall_macro_vq"} <= set(json.loads(captured.out))
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["models"]["base"]["dimensions"]["ta"]["reasons"] is None
 
 
 def test_cli_eval_model_needs_a_manifest(tmp_path, capsys):

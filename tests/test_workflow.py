@@ -64,6 +64,9 @@ def test_pipeline_runs_every_stage_on_the_synthetic_default(first_run):
     assert sum(p.numel() for p in model.parameters()) > 100_000
     report = json.loads((Path(out.evaluation.path) / "report.json").read_text())
     assert {"candidate", "base", "baseline"} <= set(report["models"])
+    reasons = {name: report["models"][name]["dimensions"]["ta"]["reasons"] for name in ("candidate", "base")}
+    assert reasons["candidate"] is not None, "the candidate's answers are generated and their reasons scored"
+    assert reasons["base"] is None, "the untrained base is scored, not asked to explain"
     assert (Path(out.evaluation.path) / "report.html").stat().st_size > 10_000
     assert out.decision.startswith("gate passed")
     version = get_version("challenger")

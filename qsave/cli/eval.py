@@ -58,6 +58,12 @@ def register(groups: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=8, help="with --model: videos per batch")
     parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="with --model: also generate the full answers of --model and the champion (not of --base, "
+        "which never stops writing) and score their reasons against the raters' (precision/recall/F1)",
+    )
+    parser.add_argument(
         "--name", default="candidate", help="name of the --predictions set (default: candidate)"
     )
     parser.add_argument(
@@ -135,11 +141,15 @@ def _model_predictions(args: argparse.Namespace) -> dict[str, pd.DataFrame]:
     if champion:
         models["champion"] = champion
     cfg = PredictConfig(batch_size=args.batch_size)
+    explained = PredictConfig(batch_size=args.batch_size, explain=True)
     truth_columns = [c for c in manifest.columns if c != "video_path" and c != "prompt"]
     sets = {}
     for name, model in models.items():
         print(f"scoring {len(manifest)} videos with {name} ({model})", file=sys.stderr)
-        predicted = predict_videos(model, manifest, args.manifest.parent, cfg, progress=True)
+        explain = args.explain and name != "base"
+        predicted = predict_videos(
+            model, manifest, args.manifest.parent, explained if explain else cfg, progress=True
+        )
         for row in predicted[predicted["error"] != ""].itertuples():
             print(f"{name}: video {row.video_id} not scored: {row.error}", file=sys.stderr)
         sets[name] = predicted.merge(manifest[truth_columns], on="video_id", how="left")
