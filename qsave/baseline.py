@@ -74,6 +74,9 @@ class BaselineConfig:
     freeze_threshold: float = 0.5 / 255
     """Mean |grey difference| below which two consecutive sampled frames count as frozen."""
     limits: DecodeLimits = field(default_factory=DecodeLimits)
+    workers: int = 2
+    """Processes that decode videos and compute their features (1: in this process). Results do not
+    depend on it; on the 1,200-clip default, 2 workers halve the evaluation's ~170 s of feature time."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -185,32 +188,43 @@ class FeatureTable:
     """``video_id``, ``video_path``, ``reason``, ``detail`` for every video that could not be read."""
 
 
+def _features_row(job: tuple[dict[str, str], str, BaselineConfig]) -> dict[str, Any]:
+    """One manifest record's feature row, or its failure row (``reason`` and ``detail`` instead)."""
+    from qsave.video import VideoError
+
+    record, path, config = job
+    try:
+        return {"video_id": record["video_id"], **video_features(path, config)}
+    except VideoError as exc:
+        return {**record, "reason": exc.reason, "detail": exc.detail}
+    except ValueError as exc:
+        return {**record, "reason": "bad_frames", "detail": str(exc)}
+
+
 def extract_features(
     manifest: pd.DataFrame,
     base_dir: str | os.PathLike[str] | None = None,
     config: BaselineConfig | None = None,
     progress: bool = False,
 ) -> FeatureTable:
-    """Features for every manifest row; unreadable videos are listed in ``failures`` with the reason."""
+    """Features for every manifest row (in ``config.workers`` processes); unreadable videos are listed in
+    ``failures`` with the reason."""
     import pandas as pd
-    from tqdm import tqdm
 
-    from qsave.video import VideoError
+    from qsave.parallel import map_in_processes
 
     config = config or BaselineConfig()
-    rows, failures = [], []
-    records = manifest[["video_id", "video_path"]].astype(str).to_dict("records")
-    for record in tqdm(records, desc="baseline features", unit="video", disable=not progress):
-        path = resolve_video_path(record["video_path"], base_dir)
-        try:
-            rows.append({"video_id": record["video_id"], **video_features(path, config)})
-        except VideoError as exc:
-            failures.append({**record, "reason": exc.reason, "detail": exc.detail})
-        except ValueError as exc:
-            failures.append({**record, "reason": "bad_frames", "detail": str(exc)})
+    ids, paths = manifest["video_id"].astype(str), manifest["video_path"].astype(str)
+    jobs = [
+        ({"video_id": i, "video_path": p}, str(resolve_video_path(p, base_dir)), config)
+        for i, p in zip(ids, paths, strict=True)
+    ]
+    results = list(map_in_processes(_features_row, jobs, config.workers, "baseline features", progress))
+    failed = [r for r in results if "reason" in r]
+    read = [r for r in results if "reason" not in r]
     return FeatureTable(
-        features=pd.DataFrame(rows, columns=["video_id", *FEATURE_NAMES]),
-        failures=pd.DataFrame(failures, columns=["video_id", "video_path", "reason", "detail"]),
+        features=pd.DataFrame(read, columns=["video_id", *FEATURE_NAMES]),
+        failures=pd.DataFrame(failed, columns=["video_id", "video_path", "reason", "detail"]),
     )
 
 

@@ -298,23 +298,11 @@ def _video_path(out_dir: Path, video_id: str) -> Path:
 
 def _write_all(plans: list[ClipPlan], cfg: SynthConfig, out_dir: Path, progress: bool) -> None:
     """Render and encode every clip, in ``cfg.workers`` spawned processes (or in this one)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    from tqdm import tqdm
+    from qsave.parallel import map_in_processes
 
     jobs = [(plan, cfg, str(out_dir)) for plan in plans]
-    with tqdm(total=len(jobs), desc="synth clips", unit="clip", disable=not progress) as bar:
-        if cfg.workers <= 1:
-            for job in jobs:
-                _write_clip(job)
-                bar.update()
-            return
-        chunk = max(1, min(8, len(jobs) // (4 * cfg.workers)))
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=context) as pool:
-            for _ in pool.map(_write_clip, jobs, chunksize=chunk):
-                bar.update()
+    for _ in map_in_processes(_write_clip, jobs, cfg.workers, "synth clips", progress):
+        pass
 
 
 # --- assembly --------------------------------------------------------------------------------------

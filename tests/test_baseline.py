@@ -14,6 +14,7 @@ from qsave.baseline import (
     FEATURE_NAMES,
     BaselineConfig,
     BaselineModel,
+    extract_features,
     frame_features,
     run_baseline,
     sample_indices,
@@ -161,3 +162,19 @@ def test_real_videos_and_missing_ones_become_reported_rows(tmp_path, capsys) -> 
     assert BaselineModel.load(out / "baseline_model.json").n_train["vq"] == 6
     assert len(pd.read_csv(out / "baseline_failures.csv")) == 4
     assert (out / "report.html").is_file()
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "vbench-lavie-style").is_dir(), reason="shared data not present")
+def test_worker_processes_give_the_same_rows_in_order_and_keep_the_failures(tmp_path) -> None:
+    videos = sorted((SHARED_DATA / "vbench-lavie-style" / "videos").glob("*.mp4"))[:3]
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    paths = [str(videos[0]), str(tmp_path / "gone.mp4"), str(videos[1]), "broken.mp4", str(videos[2])]
+    manifest = pd.DataFrame({"video_id": [f"v{i}" for i in range(5)], "video_path": paths})
+    config = BaselineConfig(num_frames=4, size=(64, 64))
+    alone = extract_features(manifest, tmp_path, BaselineConfig(**{**config.__dict__, "workers": 1}))
+    pooled = extract_features(manifest, tmp_path, BaselineConfig(**{**config.__dict__, "workers": 2}))
+    pd.testing.assert_frame_equal(alone.features, pooled.features)
+    pd.testing.assert_frame_equal(alone.failures, pooled.failures)
+    assert pooled.features["video_id"].tolist() == ["v0", "v2", "v4"]
+    assert pooled.failures["video_id"].tolist() == ["v1", "v3"]
+    assert pooled.failures["reason"].tolist()[0] == "video_missing"
