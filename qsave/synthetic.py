@@ -301,8 +301,7 @@ def _write_all(plans: list[ClipPlan], cfg: SynthConfig, out_dir: Path, progress:
     from qsave.parallel import map_in_processes
 
     jobs = [(plan, cfg, str(out_dir)) for plan in plans]
-    for _ in map_in_processes(_write_clip, jobs, cfg.workers, "synth clips", progress):
-        pass
+    list(map_in_processes(_write_clip, jobs, cfg.workers, "synth clips", progress))
 
 
 # --- assembly --------------------------------------------------------------------------------------
