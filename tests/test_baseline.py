@@ -113,14 +113,17 @@ def _feature_frame(n: int, seed: int) -> pd.DataFrame:
     return frame
 
 
+def _ratings(frame: pd.DataFrame, score: pd.Series) -> pd.DataFrame:
+    return pd.DataFrame({"video_id": frame["video_id"], **{f"mos_{d}": score for d in DIMENSIONS}})
+
+
 def test_ridge_learns_a_linear_relation_and_round_trips_as_json(tmp_path) -> None:
     train, test = _feature_frame(200, 0), _feature_frame(50, 1)
 
     def ratings(frame: pd.DataFrame) -> pd.DataFrame:
-        score = 3 + 0.6 * frame["sharpness"] - 0.4 * frame["noise"] + 0.3 * frame["flicker"]
-        return pd.DataFrame({"video_id": frame["video_id"], **{f"mos_{d}": score for d in DIMENSIONS}})
+        return _ratings(frame, 3 + 0.6 * frame["sharpness"] - 0.4 * frame["noise"] + 0.3 * frame["flicker"])
 
-    model = BaselineModel.fit(train, ratings(train), BaselineConfig(alpha=0.1))
+    model = BaselineModel.fit(train, ratings(train), BaselineConfig(regressor="ridge", alpha=0.1))
     predicted = model.predict(test)
     truth = ratings(test)["mos_vq"].clip(1, 5)
     assert np.corrcoef(predicted["pred_vq"], truth)[0, 1] > 0.99
@@ -130,6 +133,40 @@ def test_ridge_learns_a_linear_relation_and_round_trips_as_json(tmp_path) -> Non
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(ValueError, match=r"bad\.json"):
         BaselineModel.load(tmp_path / "bad.json")
+
+
+def test_boosting_reads_a_relation_ridge_cannot_and_matches_scikit_learn(tmp_path) -> None:
+    from scipy.stats import spearmanr
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    train, test = _feature_frame(400, 0), _feature_frame(200, 1)
+
+    def ratings(frame: pd.DataFrame) -> pd.DataFrame:
+        # quality falls as high-frequency energy leaves its middle range, either way (noise or blur)
+        return _ratings(frame, 4.5 - 1.2 * frame["sharpness"].abs())
+
+    truth = ratings(test)["mos_vq"]
+    config = BaselineConfig(n_trees=60)
+    boosted = BaselineModel.fit(train, ratings(train), config)
+    ridge = BaselineModel.fit(train, ratings(train), BaselineConfig(regressor="ridge"))
+    assert spearmanr(boosted.predict(test)["pred_vq"], truth)[0] > 0.9
+    assert abs(spearmanr(ridge.predict(test)["pred_vq"], truth)[0]) < 0.3
+    # The JSON trees give scikit-learn's own predictions (the test targets stay inside 1–5, no clipping).
+    x = (train[list(FEATURE_NAMES)] - boosted.mean) / boosted.scale
+    reference = GradientBoostingRegressor(n_estimators=60, learning_rate=0.05, max_depth=3, random_state=0)
+    reference.fit(x.to_numpy(), ratings(train)["mos_vq"])
+    x_test = ((test[list(FEATURE_NAMES)] - boosted.mean) / boosted.scale).to_numpy()
+    np.testing.assert_allclose(boosted.predict(test)["pred_vq"], reference.predict(x_test).clip(1, 5))
+    loaded = BaselineModel.load(boosted.save(tmp_path / "boosted.json"))
+    pd.testing.assert_frame_equal(loaded.predict(test), boosted.predict(test))
+    # A row with a non-finite feature gets no prediction rather than a made-up one.
+    broken = test.head(3).copy()
+    broken.loc[broken.index[1], "noise"] = np.nan
+    assert boosted.predict(broken)["pred_vq"].isna().tolist() == [False, True, False]
+    with pytest.raises(ValueError, match="regressor='lasso'"):
+        BaselineConfig(regressor="lasso")
+    with pytest.raises(ValueError, match="refit"):
+        BaselineModel.from_dict({k: v for k, v in boosted.to_dict().items() if k != "regressors"})
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "aigve-bench-toy").is_dir(), reason="shared data not present")
