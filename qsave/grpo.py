@@ -181,7 +181,7 @@ def _trainer_class() -> type:
 
         def __init__(self, *args: Any, vision_lr_multiplier: float, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self.vision_lr_multiplier = vision_lr_multiplier
+            self.set_vision_lr_multiplier(vision_lr_multiplier)
 
         @contextlib.contextmanager
         def _using_videos(self, videos: Sequence[SampleVideo]) -> Iterator[None]:

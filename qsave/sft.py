@@ -212,7 +212,7 @@ def dual_supervision_trainer_class() -> type:
         def __init__(self, *args: Any, lam: float, vision_lr_multiplier: float, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.lam = lam
-            self.vision_lr_multiplier = vision_lr_multiplier
+            self.set_vision_lr_multiplier(vision_lr_multiplier)
             processor: Any = self.processing_class
             self.level_ids = level_token_ids(processor.tokenizer)
             self._terms: dict[str, list[float]] = {"ce": [], "dist": []}

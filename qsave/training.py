@@ -538,14 +538,33 @@ def vision_param_groups(
     return groups
 
 
+def freeze_vision_tower(model: Any) -> int:
+    """Stop gradients at the projector: the vision tower's parameters stop requiring grad. For a tower
+    that trains at rate 0, this saves its backward pass (about a quarter of a local SFT step) and keeps
+    its gradients out of the clipped global norm. Returns the number of parameters frozen."""
+    frozen = 0
+    for name, param in model.named_parameters():
+        if is_vision_tower(name) and param.requires_grad:
+            param.requires_grad_(False)
+            frozen += param.numel()
+    return frozen
+
+
 class VisionLrMixin:
     """For a ``transformers.Trainer`` subclass: the vision tower (not its projector) trains at
-    ``vision_lr_multiplier`` × lr.
+    ``vision_lr_multiplier`` × lr; at 0 it is frozen (:func:`freeze_vision_tower`).
 
-    Put it before the Trainer class in the bases and set ``self.vision_lr_multiplier`` in ``__init__``.
+    Put it before the Trainer class in the bases and call :meth:`set_vision_lr_multiplier` in
+    ``__init__``.
     """
 
     vision_lr_multiplier: float = 1.0
+
+    def set_vision_lr_multiplier(self, multiplier: float) -> None:
+        self.vision_lr_multiplier = multiplier
+        if multiplier == 0:
+            trainer: Any = self
+            freeze_vision_tower(trainer.model)
 
     def create_optimizer(self, model: Any = None) -> Any:
         trainer: Any = self

@@ -120,18 +120,29 @@ def test_every_logprob_pass_runs_the_vision_tower(
 def test_full_fine_tuning_keeps_the_vision_tower_at_its_rate(
     corpus: tuple[Path, Path], tiny: Path, tmp_path: Path
 ) -> None:
-    """Full fine-tuning: the tower trains at ``vision_lr_multiplier`` × lr (0: fixed), the projector and
-    the language model at the full rate — as in SFT."""
+    """Full fine-tuning: the tower trains at ``vision_lr_multiplier`` × lr (0: frozen, no gradient, not
+    in the optimizer), the projector and the language model at the full rate — as in SFT."""
     model, processor = load_model(str(tiny))
-    cfg = replace(TINY_RUN, lora=LoraSettings(enabled=False), beta=0.0, vision_lr_multiplier=0.0)
+    cfg = replace(TINY_RUN, lora=LoraSettings(enabled=False), beta=0.0, vision_lr_multiplier=0.5)
     trainer = build_trainer(model, processor, all_rows(corpus), cfg, tmp_path / "ckpt")
-    optimizer = trainer.create_optimizer()
-    rate = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
-    by_part = {
-        (is_vision_tower(name), "merger" in name): rate[id(p)] for name, p in trainer.model.named_parameters()
+
+    def rates_by_part(optimizer: Any) -> dict[tuple[bool, bool], float | None]:
+        rate = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+        return {
+            (is_vision_tower(name), "merger" in name): rate.get(id(p)) if p.requires_grad else None
+            for name, p in trainer.model.named_parameters()
+        }
+
+    assert rates_by_part(trainer.create_optimizer()) == {
+        (True, False): 0.5 * cfg.learning_rate,
+        (False, True): cfg.learning_rate,
+        (False, False): cfg.learning_rate,
     }
-    assert by_part == {
-        (True, False): 0.0,
+    model, processor = load_model(str(tiny))
+    fixed = replace(cfg, vision_lr_multiplier=0.0)
+    trainer = build_trainer(model, processor, all_rows(corpus), fixed, tmp_path / "ckpt0")
+    assert rates_by_part(trainer.create_optimizer()) == {
+        (True, False): None,
         (False, True): cfg.learning_rate,
         (False, False): cfg.learning_rate,
     }

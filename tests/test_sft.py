@@ -28,6 +28,7 @@ from qsave.training import (
     LoraSettings,
     SupervisedCollator,
     SupervisedDataset,
+    is_vision_tower,
     load_examples,
     lora_module_names,
     read_metrics,
@@ -100,6 +101,13 @@ def test_sft_learns_logs_both_terms_and_hands_over_a_scoring_model(
     print("before (ce, dist)", before, "after", after)
     assert after[0] < before[0] - 0.5, (before, after)  # token cross-entropy
     assert after[0] + after[1] < before[0] + before[1]
+    # The tower at rate 0 (the local default) is frozen: bit-identical after training, its projector not.
+    assert cfg.vision_lr_multiplier == 0
+    base_w = load_file(tiny_model_path() / "model.safetensors")
+    trained_w = load_file(model_dir / "model.safetensors")
+    tower = [n for n in base_w if is_vision_tower(n)]
+    assert tower and all(torch.equal(base_w[n], trained_w[n]) for n in tower)
+    assert any(not torch.equal(base_w[n], trained_w[n]) for n in base_w if "merger" in n)
 
     events = read_metrics(tmp_path / "sft" / "metrics.jsonl")
     steps = [e for e in events if "loss" in e]
