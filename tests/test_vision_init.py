@@ -78,3 +78,18 @@ def test_quality_init_refuses_a_tower_too_narrow(tmp_path: Any) -> None:
     model, _ = load_model(str(build_tiny(TinyModelConfig(vision_init="random"), tmp_path / "narrow")))
     with pytest.raises(ValueError, match="hidden size"):
         apply_quality_init(model, QualityInit(channels=40), seed=0)
+
+
+def test_the_constant_channel_holds_its_bias_for_every_patch(tmp_path: Any) -> None:
+    """The last patch-embedding output is ``norm_channel`` whatever the pixels (no weights, only the
+    bias), so the LayerNorms after it divide by a nearly constant norm; 0 turns it off."""
+    model, _ = load_model(str(build_tiny(TinyModelConfig(), tmp_path / "quality")))
+    proj = model.model.visual.patch_embed.proj
+    patches = torch.randn(5, proj.in_channels, *proj.kernel_size)
+    with torch.no_grad():
+        last = proj(patches).flatten(1)[:, -1]
+    assert torch.allclose(last, torch.full_like(last, QualityInit().norm_channel))
+    assert QualityInit().norm_channel > 0
+    off, _ = load_model(str(build_tiny(TinyModelConfig(vision_init="random"), tmp_path / "off")))
+    apply_quality_init(off, QualityInit(norm_channel=0.0), seed=0)
+    assert float(off.model.visual.patch_embed.proj.bias.abs().max()) == 0.0
