@@ -538,16 +538,13 @@ def vision_param_groups(
     return groups
 
 
-def freeze_vision_tower(model: Any) -> int:
+def freeze_vision_tower(model: Any) -> None:
     """Stop gradients at the projector: the vision tower's parameters stop requiring grad. For a tower
     that trains at rate 0, this saves its backward pass (about a quarter of a local SFT step) and keeps
-    its gradients out of the clipped global norm. Returns the number of parameters frozen."""
-    frozen = 0
+    its gradients out of the clipped global norm."""
     for name, param in model.named_parameters():
-        if is_vision_tower(name) and param.requires_grad:
+        if is_vision_tower(name):
             param.requires_grad_(False)
-            frozen += param.numel()
-    return frozen
 
 
 class VisionLrMixin:

@@ -122,11 +122,11 @@ def apply_quality_init(model: Any, init: QualityInit, seed: int) -> None:
     mlp = visual.blocks[0].mlp
     units = int(mlp.linear_fc1.weight.shape[0])
     detectors = init.channels - COLOUR_MEANS
-    if init.channels + detectors + (init.norm_channel != 0) > hidden or 2 * detectors > units:
+    needed = init.channels + detectors + int(init.norm_channel != 0)
+    if needed > hidden or 2 * detectors > units:
         raise ValueError(
-            f"QualityInit(channels={init.channels}) needs a vision hidden size of at least "
-            f"{init.channels + detectors + (init.norm_channel != 0)} and {2 * detectors} MLP units; "
-            f"the tower has {hidden} and {units}"
+            f"QualityInit(channels={init.channels}) needs a vision hidden size of at least {needed} and "
+            f"{2 * detectors} MLP units; the tower has {hidden} and {units}"
         )
     bank = filter_bank(init.channels, int(proj.weight.shape[-1]), seed)
     bank[:COLOUR_MEANS] *= init.dc
