@@ -17,6 +17,7 @@ import dataclasses
 import json
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -122,7 +123,7 @@ def main() -> None:
     from qsave.grpo import run_grpo
     from qsave.sft import run_sft
 
-    run_dir = args.work / f"run-{time.strftime('%H%M%S')}"
+    run_dir = Path(tempfile.mkdtemp(prefix=f"run-{time.strftime('%H%M%S')}-", dir=args.work))
     result: dict[str, Any] = {
         "n": args.n,
         "tiny": json.loads(args.tiny),
