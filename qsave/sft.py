@@ -87,6 +87,10 @@ class SFTStageConfig:
     vision_lr_multiplier: float = 0.0
     """The vision tower's learning rate is ``learning_rate × vision_lr_multiplier`` (its projector trains
     at ``learning_rate``); 0 keeps the tiny model's analytic front end (:mod:`qsave.vision_init`) fixed."""
+    projector_calibration_clips: int = 200
+    """Before training, set the projector's input LayerNorms to standardise each channel over the visual
+    tokens of this many training clips (:func:`qsave.vision_init.calibrate_projector`; 0: keep the model's).
+    For an untrained projector, as the tiny model's; the final stage and pretrained models keep theirs."""
     lora: LoraSettings = field(default_factory=LoraSettings)
     split: str = "train"
     save_steps: int = 50
@@ -113,6 +117,10 @@ class SFTStageConfig:
             problems.append(f"vision_lr_multiplier must be non-negative, got {self.vision_lr_multiplier}")
         if self.save_steps < 1:
             problems.append(f"save_steps must be at least 1, got {self.save_steps}")
+        if self.projector_calibration_clips < 0:
+            problems.append(
+                f"projector_calibration_clips must be non-negative, got {self.projector_calibration_clips}"
+            )
         if problems:
             raise ValueError("invalid SFTStageConfig: " + "; ".join(problems))
 
@@ -156,7 +164,9 @@ def profile_configs(name: str) -> dict[str, SFTStageConfig]:
     profile = profile_settings(name)
     if name == "local":
         sft = SFTStageConfig(profile=profile)
-        final = dataclasses.replace(sft, learning_rate=sft.learning_rate / 20, num_train_epochs=1.0)
+        final = dataclasses.replace(
+            sft, learning_rate=sft.learning_rate / 20, num_train_epochs=1.0, projector_calibration_clips=0
+        )
     else:
         sft = SFTStageConfig(
             learning_rate=1e-5,
@@ -168,6 +178,7 @@ def profile_configs(name: str) -> dict[str, SFTStageConfig]:
             lam=1.0,
             think_fraction=0.5,
             vision_lr_multiplier=0.1,
+            projector_calibration_clips=0,
             save_steps=200,
             save_total_limit=3,
             logging_steps=10,
@@ -245,6 +256,21 @@ def dual_supervision_trainer_class() -> type:
     return DualSupervisionTrainer
 
 
+def calibrate_on(
+    model: Any, dataset: SupervisedDataset, collator: SupervisedCollator, clips: int, batch_size: int
+) -> None:
+    """:func:`qsave.vision_init.calibrate_projector` on the first ``clips`` examples of ``dataset``."""
+    from qsave.vision_init import calibrate_projector
+
+    n = min(clips, len(dataset))
+    batches = (
+        collator([dataset[i] for i in range(start, min(start + batch_size, n))])
+        for start in range(0, n, batch_size)
+    )
+    tokens = calibrate_projector(model, batches)
+    log.info("projector calibrated on the %d visual tokens of %d clips", tokens, n)
+
+
 def run_sft(
     model_dir: str | os.PathLike[str],
     dataset_dir: str | os.PathLike[str],
@@ -286,11 +312,14 @@ def run_sft(
         trainable,
         total,
     )
+    collator = SupervisedCollator(processor, cfg.sigma_min)
+    if cfg.projector_calibration_clips:
+        calibrate_on(model, dataset, collator, cfg.projector_calibration_clips, cfg.per_device_batch_size)
     trainer = dual_supervision_trainer_class()(
         model=model,
         args=args,
         train_dataset=dataset,
-        data_collator=SupervisedCollator(processor, cfg.sigma_min),
+        data_collator=collator,
         processing_class=processor,
         callbacks=[metrics_callback(outputs.metrics), *callbacks],
         lam=cfg.lam,

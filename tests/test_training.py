@@ -27,7 +27,7 @@ from qsave.modeling import (
 )
 from qsave.preprocess import merge_results, preprocess_shard
 from qsave.prompts import THINK_CLOSE, THINK_OPEN, level_token_ids
-from qsave.recipe import Recipe, clip_sampler
+from qsave.recipe import Recipe, clip_sampler, stage_configs
 from qsave.schema import DIMENSIONS, LEVELS, mos_column, score_to_level
 from qsave.sft import SFTStageConfig, profile_configs
 from qsave.slowfast import LOCAL_SAMPLER, SamplerConfig
@@ -291,6 +291,16 @@ def test_the_pipeline_samples_clips_for_the_recipes_profile() -> None:
     assert clip_sampler(Recipe(profile="qwen3-vl-8b"), custom) == custom
     with pytest.raises(ValueError, match="unknown training profile"):
         clip_sampler(Recipe(profile="qwen3-vl-80b"))
+
+
+def test_only_a_freshly_built_tiny_model_gets_its_projector_calibrated() -> None:
+    """Stage 1 from the untrained tiny model calibrates the projector's LayerNorms; a pretrained or
+    earlier-trained base, the final stage and the 8B profile keep theirs."""
+    sft, _, final = stage_configs(Recipe())
+    assert sft.projector_calibration_clips > 0
+    assert final is not None and final.projector_calibration_clips == 0
+    assert stage_configs(Recipe(base_model="tiny-pretrained"))[0].projector_calibration_clips == 0
+    assert stage_configs(Recipe(profile="qwen3-vl-8b"))[0].projector_calibration_clips == 0
 
 
 def test_a_model_without_a_sampler_record_records_the_clips_sampler(

@@ -11,7 +11,15 @@ import torch
 from qsave.inputs import build_inputs
 from qsave.modeling import TinyModelConfig, build_tiny, load_model
 from qsave.slowfast import Pathway
-from qsave.vision_init import COLOUR_MEANS, QualityInit, apply_quality_init, filter_bank
+from qsave.vision_init import (
+    COLOUR_MEANS,
+    STD_FLOOR,
+    QualityInit,
+    apply_quality_init,
+    calibrate_projector,
+    filter_bank,
+    projector_norms,
+)
 
 
 def test_filter_bank_is_deterministic_unit_norm_and_structured() -> None:
@@ -93,3 +101,37 @@ def test_the_constant_channel_holds_its_bias_for_every_patch(tmp_path: Any) -> N
     off, _ = load_model(str(build_tiny(TinyModelConfig(vision_init="random"), tmp_path / "off")))
     apply_quality_init(off, QualityInit(norm_channel=0.0), seed=0)
     assert float(off.model.visual.patch_embed.proj.bias.abs().max()) == 0.0
+
+
+def test_calibrate_projector_standardises_every_merger_input(tmp_path: Any) -> None:
+    """After calibration the projector's LayerNorms give mean 0 and std 1 per channel on the clips they
+    were calibrated on (the constant channels, below the floor, are only centred)."""
+    model, processor = load_model(str(build_tiny(TinyModelConfig(), tmp_path / "quality")))
+    rng = np.random.default_rng(0)
+    clips = [rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8) for _ in range(3)]
+    segments = [Pathway(c, np.arange(4), np.arange(4) / 8.0, 8.0, 8.0, 8) for c in clips]
+    batches = [build_inputs(processor, [s], [""]).model_kwargs for s in segments]
+    norms = projector_norms(model.model.visual)
+    assert len(norms) == 1 + len(model.model.visual.deepstack_merger_list) == 2
+    outputs: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(norms))}
+    for i, norm in enumerate(norms):
+        norm.register_forward_hook(lambda _m, _i, out, i=i: outputs[i].append(out.reshape(-1, out.shape[-1])))
+
+    tokens = calibrate_projector(model, batches)
+    assert tokens == 3 * 2 * (64 // 16) ** 2  # clips × temporal patches × 16-px patches per frame
+    raw = {i: torch.cat(v) for i, v in outputs.items()}
+    for values in outputs.values():
+        values.clear()
+    with torch.no_grad():
+        for batch in batches:
+            model.model.visual(batch["pixel_values_videos"], grid_thw=batch["video_grid_thw"])
+    for i, before in raw.items():
+        after = torch.cat(outputs[i])
+        varying = before.std(0, unbiased=False) >= STD_FLOOR
+        assert varying.sum() > 10
+        torch.testing.assert_close(after.mean(0), torch.zeros_like(after[0]), atol=1e-4, rtol=0)
+        std = after.std(0, unbiased=False)
+        torch.testing.assert_close(std[varying], torch.ones_like(std[varying]), atol=1e-3, rtol=0)
+        assert bool((std[~varying] < 1).all())
+    with pytest.raises(ValueError, match="no visual tokens"):
+        calibrate_projector(model, [])
