@@ -205,7 +205,7 @@ def calibrate_projector(model: Any, batches: Iterable[Mapping[str, Any]], floor:
         for norm, (total, squares), count in zip(norms, sums, counts, strict=True):
             mean = total / count
             std = (squares / count - mean * mean).clamp_min(0).sqrt().clamp_min(floor)
-            weight, bias = norm.weight.double(), norm.bias.double()
-            norm.weight.copy_((weight / std).to(norm.weight.dtype))
-            norm.bias.copy_(((bias - mean) / std).to(norm.bias.dtype))
+            gain, shift = norm.weight.double(), norm.bias.double()
+            norm.weight.copy_((gain / std).to(norm.weight.dtype))
+            norm.bias.copy_(((shift - mean) / std).to(norm.bias.dtype))
     return counts[0]
