@@ -9,6 +9,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 _HOME = Path(tempfile.mkdtemp(prefix="qsave-test-home-"))
 for key, value in {
     "HOME": str(_HOME),
@@ -25,6 +27,26 @@ for key, value in {
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("QSAVE_SHARED_DATA", REPO.parent / "shared" / "data"))
+SAMPLE_SETS = ("aigve-bench-toy", "vbench-lavie-style")
+"""The real AI-generated sample videos the tests decode (``shared/data`` beside the checkout)."""
+
+
+def missing_sample_data(root: Path) -> list[str]:
+    """The sample sets of :data:`SAMPLE_SETS` that ``root`` lacks."""
+    return [name for name in SAMPLE_SETS if not (root / name).is_dir()]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Stop before collecting when the real sample videos are not there: without them some thirty tests
+    would fail one by one on a missing file, and no test should quietly skip the real decoding."""
+    missing = missing_sample_data(SHARED_DATA)
+    if missing:
+        pytest.exit(
+            f"the real sample videos ({', '.join(missing)}) are not under {SHARED_DATA}: the tests decode "
+            "them. Check the project out beside its shared/ folder (../shared/data), or set "
+            "QSAVE_SHARED_DATA=/path/to/shared/data",
+            returncode=4,
+        )
 
 
 def wait_for_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float, log: Path) -> None:

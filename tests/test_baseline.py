@@ -169,7 +169,6 @@ def test_boosting_reads_a_relation_ridge_cannot_and_matches_scikit_learn(tmp_pat
         BaselineModel.from_dict({k: v for k, v in boosted.to_dict().items() if k != "regressors"})
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "aigve-bench-toy").is_dir(), reason="shared data not present")
 def test_real_videos_and_missing_ones_become_reported_rows(tmp_path, capsys) -> None:
     from qsave.cli import main
     from qsave.importers import import_aigve
@@ -201,7 +200,6 @@ def test_real_videos_and_missing_ones_become_reported_rows(tmp_path, capsys) -> 
     assert (out / "report.html").is_file()
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "vbench-lavie-style").is_dir(), reason="shared data not present")
 def test_worker_processes_give_the_same_rows_in_order_and_keep_the_failures(tmp_path) -> None:
     videos = sorted((SHARED_DATA / "vbench-lavie-style" / "videos").glob("*.mp4"))[:3]
     (tmp_path / "broken.mp4").write_bytes(b"not a video")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import SHARED_DATA
+from conftest import SAMPLE_SETS, SHARED_DATA, missing_sample_data
 
 from qsave.cli import main
 from qsave.importers import ImportFailed, import_source, parse_mapping
@@ -102,3 +102,11 @@ def test_bad_mappings_and_sources_say_what_is_wrong(
     code = main(["data", "import", "--format", "csv", str(src), "--out", str(tmp_path / "m.parquet")])
     assert code == 2 and "no video path column" in capsys.readouterr().err
     assert not (tmp_path / "m.parquet").exists()
+
+
+def test_the_suite_names_the_sample_sets_it_lacks(tmp_path: Path) -> None:
+    """The session-start guard (``conftest.pytest_sessionstart``) stops on exactly the missing sets."""
+    assert missing_sample_data(tmp_path) == list(SAMPLE_SETS)
+    (tmp_path / SAMPLE_SETS[0]).mkdir()
+    assert missing_sample_data(tmp_path) == list(SAMPLE_SETS[1:])
+    assert missing_sample_data(SHARED_DATA) == []

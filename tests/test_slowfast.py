@@ -202,7 +202,6 @@ def check_clip_consistent(clip_path: Path, cfg: SamplerConfig) -> None:
     assert clip.tokens <= cfg.max_visual_tokens
 
 
-@pytest.mark.skipif(not AIGVE.is_file(), reason="shared AIGVE clips not present")
 def test_sample_clip_real_aigve() -> None:
     cfg = SamplerConfig()
     check_clip_consistent(AIGVE, cfg)
@@ -300,7 +299,6 @@ def processor_tokens(frames: np.ndarray) -> int:
     return math.prod(grid) // processor.merge_size**2
 
 
-@pytest.mark.skipif(not AIGVE.is_file(), reason="shared AIGVE clips not present")
 def test_processor_token_count_matches_sampler(tmp_path: Path) -> None:
     clips = [
         sample_clip(AIGVE, SamplerConfig()),
