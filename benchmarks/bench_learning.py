@@ -30,7 +30,6 @@ from qsave.modeling import TinyModelConfig, tiny_model_path
 from qsave.predictions import PredictConfig, predict_clips, srcc_by_dimension
 from qsave.preprocess import merge_results, preprocess_shard
 from qsave.recipe import Recipe, stage_configs
-from qsave.sft import profile_configs
 from qsave.slowfast import LOCAL_SAMPLER
 from qsave.synthetic import MANIFEST_NAME, SynthConfig, generate_corpus
 from qsave.video import DecodeLimits
@@ -115,9 +114,6 @@ def main() -> None:
     sft_cfg, grpo_cfg, final_cfg = stage_configs(
         dataclasses.replace(recipe, final_sft_epochs=0 if skip_final else -1)
     )
-    if not args.pretrained:  # a freshly built tiny model, as the pipeline's default: calibrate its projector
-        clips = profile_configs("local")["sft"].projector_calibration_clips
-        sft_cfg = dataclasses.replace(sft_cfg, projector_calibration_clips=clips)
     sft_cfg = dataclasses.replace(sft_cfg, save_steps=10**6, **json.loads(args.sft))
     if grpo_cfg is not None:
         grpo_cfg = dataclasses.replace(grpo_cfg, save_steps=10**6, **json.loads(args.grpo))

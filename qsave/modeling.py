@@ -36,6 +36,8 @@ SAMPLER_FILE: Final = "qsave_sampler.json"
 """In a model directory: the SlowFast sampler config the model was built or trained for."""
 PROMPT_FILE: Final = "qsave_prompt.json"
 """In a model directory: the system-prompt style the model was built or trained with (absent: ``full``)."""
+TINY_CONFIG_FILE: Final = "qsave_tiny.json"
+"""Written by :func:`build_tiny` only: a directory holding it is a freshly built, untrained tiny model."""
 PROMPT_ATTRIBUTE: Final = "qsave_system_prompt"
 """Attribute :func:`load_model` sets on the processor: the model's system-prompt style, which
 :func:`qsave.inputs.build_inputs` reads."""
@@ -267,7 +269,7 @@ def build_tiny(cfg: TinyModelConfig, out_dir: str | os.PathLike[str]) -> Path:
     with atomic_path(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         processor.save_pretrained(tmp)
-        (tmp / "qsave_tiny.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True))
+        (tmp / TINY_CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True))
         save_sampler_config(tmp, LOCAL_SAMPLER)
         save_prompt_style(tmp, cfg.system_prompt)
     return Path(out_dir)
@@ -322,6 +324,12 @@ def tiny_model_path(
     if not (path / "config.json").is_file():
         build_tiny(cfg, path)
     return path
+
+
+def is_fresh_tiny(name_or_path: str) -> bool:
+    """``tiny``, or a directory :func:`build_tiny` wrote (never trained: stages and pretraining save
+    without :data:`TINY_CONFIG_FILE`)."""
+    return name_or_path == TINY or (Path(name_or_path) / TINY_CONFIG_FILE).is_file()
 
 
 def resolve_model_path(name_or_path: str) -> str:

@@ -52,7 +52,7 @@ def stage_configs(
     """The SFT, GRPO and final-SFT configs of ``recipe`` (profile defaults with the recipe's overrides);
     ``None`` for a stage the recipe skips (0 steps or epochs)."""
     from qsave.grpo import GRPOStageConfig
-    from qsave.modeling import TINY
+    from qsave.modeling import is_fresh_tiny
     from qsave.sft import profile_configs
     from qsave.training import profile_settings
 
@@ -65,7 +65,7 @@ def stage_configs(
     final = dataclasses.replace(
         final, profile=profile, seed=recipe.seed, lora=_with_lora(final.lora, recipe.lora)
     )
-    if base_model(recipe) != TINY:  # a trained projector keeps its LayerNorms
+    if not is_fresh_tiny(base_model(recipe)):  # a trained projector keeps its LayerNorms
         sft = dataclasses.replace(sft, projector_calibration_clips=0)
     if recipe.sft_epochs >= 0:
         sft = dataclasses.replace(sft, num_train_epochs=recipe.sft_epochs)

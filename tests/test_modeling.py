@@ -12,6 +12,7 @@ import torch
 from qsave.modeling import (
     SAMPLER_FILE,
     SPECIAL_TOKENS,
+    TINY_CONFIG_FILE,
     TinyModelConfig,
     build_tiny,
     load_model,
@@ -118,7 +119,7 @@ def test_tiny_model_is_cached_by_config_hash(tmp_path: Path) -> None:
     assert tiny_model_path(TinyModelConfig(), cache_dir=tmp_path) == first
     assert (first / "model.safetensors").stat().st_mtime_ns == stamp
     assert tiny_model_path(TinyModelConfig(seed=3), cache_dir=tmp_path) != first
-    assert json.loads((first / "qsave_tiny.json").read_text())["seed"] == 0
+    assert json.loads((first / TINY_CONFIG_FILE).read_text())["seed"] == 0
 
 
 def test_tied_embeddings_stay_one_matrix_after_reloading(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from qsave.losses import dual_supervision_loss
 from qsave.manifest import read_manifest
-from qsave.modeling import load_model, model_sampler_config, tiny_model_path
+from qsave.modeling import is_fresh_tiny, load_model, model_sampler_config, tiny_model_path
 from qsave.preprocess import load_clip
 from qsave.prompts import level_token_ids
 from qsave.schema import DIMENSIONS
@@ -119,6 +119,7 @@ def test_sft_learns_logs_both_terms_and_hands_over_a_scoring_model(
     assert json.loads((model_dir / CONFIG_FILE).read_text())["config"]["max_steps"] == 4
     assert json.loads((tmp_path / "sft" / "skipped.json").read_text()) == []
     assert model_sampler_config(model_dir) == LOCAL_SAMPLER
+    assert is_fresh_tiny(str(tiny_model_path())) and not is_fresh_tiny(str(model_dir))  # no re-calibration
 
     model, processor = load_model(str(model_dir))
     clip_path = pd.read_parquet(table)["clip_path"].iloc[0]

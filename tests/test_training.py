@@ -19,6 +19,7 @@ from qsave.losses import soft_level_targets
 from qsave.manifest import read_manifest
 from qsave.modeling import (
     SAMPLER_FILE,
+    TINY_CONFIG_FILE,
     load_model,
     model_sampler_config,
     resolve_model_path,
@@ -293,9 +294,16 @@ def test_the_pipeline_samples_clips_for_the_recipes_profile() -> None:
         clip_sampler(Recipe(profile="qwen3-vl-80b"))
 
 
-def test_only_a_freshly_built_tiny_model_gets_its_projector_calibrated() -> None:
-    """Stage 1 from the untrained tiny model calibrates the projector's LayerNorms; a pretrained or
-    earlier-trained base, the final stage and the 8B profile keep theirs."""
+def test_only_a_freshly_built_tiny_model_gets_its_projector_calibrated(tmp_path: Path) -> None:
+    """Stage 1 from the untrained tiny model (by name or as the directory ``build_tiny`` wrote) calibrates
+    the projector's LayerNorms; a pretrained or earlier-trained base, the final stage and the 8B profile
+    keep theirs."""
+    built, trained = tmp_path / "tiny-abc", tmp_path / "sft-model"
+    built.mkdir()
+    trained.mkdir()
+    (built / TINY_CONFIG_FILE).write_text("{}")
+    assert stage_configs(Recipe(base_model=str(built)))[0].projector_calibration_clips > 0
+    assert stage_configs(Recipe(base_model=str(trained)))[0].projector_calibration_clips == 0
     sft, _, final = stage_configs(Recipe())
     assert sft.projector_calibration_clips > 0
     assert final is not None and final.projector_calibration_clips == 0
