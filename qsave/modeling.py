@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 from qsave.prompts import SYSTEM_PROMPTS, level_token_ids, tokenizer_corpus
 from qsave.slowfast import LOCAL_SAMPLER, SamplerConfig
 from qsave.storage import atomic_path, text_sha256, write_text_atomic
+from qsave.versioning import PACKAGE_DIR
 
 if TYPE_CHECKING:
     import torch
@@ -38,6 +39,9 @@ PROMPT_FILE: Final = "qsave_prompt.json"
 """In a model directory: the system-prompt style the model was built or trained with (absent: ``full``)."""
 TINY_CONFIG_FILE: Final = "qsave_tiny.json"
 """Written by :func:`build_tiny` only: a directory holding it is a freshly built, untrained tiny model."""
+BUILD_SOURCES: Final = ("modeling.py", "vision_init.py", "prompts.py", "scenes.py")
+"""The qsave modules whose code decides the built tiny model's weights and tokenizer: part of its cache key,
+so an edit to them rebuilds a cached model instead of loading a stale one."""
 PROMPT_ATTRIBUTE: Final = "qsave_system_prompt"
 """Attribute :func:`load_model` sets on the processor: the model's system-prompt style, which
 :func:`qsave.inputs.build_inputs` reads."""
@@ -125,13 +129,14 @@ class TinyModelConfig:
             raise ValueError(f"vision_init={self.vision_init!r}: use one of {', '.join(VISION_INITS)}")
 
     def config_hash(self) -> str:
-        """The cache key: this config, the tokenizer's training texts and the vision front end's settings
-        (a change to any of them rebuilds)."""
+        """The cache key: this config, the tokenizer's training texts, the vision front end's settings and
+        the source of :data:`BUILD_SOURCES` (a change to any of them rebuilds)."""
         from qsave.vision_init import QualityInit
 
         corpus = text_sha256("\n".join(tokenizer_corpus()))
         front = dataclasses.asdict(QualityInit()) if self.vision_init == "quality" else None
-        record = {**dataclasses.asdict(self), "corpus": corpus, "front": front}
+        code = text_sha256("".join((PACKAGE_DIR / name).read_text() for name in BUILD_SOURCES))
+        record = {**dataclasses.asdict(self), "corpus": corpus, "front": front, "code": code}
         return text_sha256(json.dumps(record, sort_keys=True))[:12]
 
 

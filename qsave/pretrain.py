@@ -9,8 +9,9 @@ generation prompt), with token cross-entropy only. The pretraining corpus is its
 
 The result is built once, offline and deterministically, and cached like downloaded weights under
 ``$QSAVE_HOME/models/tiny-pretrained-<hash>`` (the hash covers :class:`PretrainConfig`, the tiny model's
-config and its tokenizer texts); :func:`pretrained_tiny_path` returns it, building it on first use, and
-``tiny-pretrained`` as a model name resolves to it (:func:`qsave.modeling.resolve_model_path`).
+key and the source the pretraining runs, so an edit to that code rebuilds); :func:`pretrained_tiny_path`
+returns it, building it on first use, and ``tiny-pretrained`` as a model name resolves to it
+(:func:`qsave.modeling.resolve_model_path`).
 
 A second, label-free pretext (:class:`DegradationPretrainConfig`, cached as
 ``tiny-quality-pretrained-<hash>``): each pretraining clip is degraded on the fly with one of the
@@ -48,6 +49,7 @@ from qsave.modeling import (
     tiny_model_path,
 )
 from qsave.storage import text_sha256
+from qsave.versioning import source_hash
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +100,13 @@ class PretrainConfig:
     model_name: ClassVar[str] = PRETRAINED_TINY
 
     def config_hash(self) -> str:
-        record = {**dataclasses.asdict(self), "tiny": self.tiny.config_hash()}
+        """The cache key: this config, the tiny base's key and the source this module runs (an edit to the
+        corpus, preprocessing or training code rebuilds the cached model)."""
+        record = {
+            **dataclasses.asdict(self),
+            "tiny": self.tiny.config_hash(),
+            "code": source_hash(Path(__file__)),
+        }
         return text_sha256(json.dumps(record, sort_keys=True))[:12]
 
     def dataset(self, items: list[dict[str, Any]]) -> CaptionDataset:

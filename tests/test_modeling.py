@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from qsave.modeling import (
+    BUILD_SOURCES,
     SAMPLER_FILE,
     SPECIAL_TOKENS,
     TINY_CONFIG_FILE,
@@ -120,6 +121,22 @@ def test_tiny_model_is_cached_by_config_hash(tmp_path: Path) -> None:
     assert (first / "model.safetensors").stat().st_mtime_ns == stamp
     assert tiny_model_path(TinyModelConfig(seed=3), cache_dir=tmp_path) != first
     assert json.loads((first / TINY_CONFIG_FILE).read_text())["seed"] == 0
+
+
+def test_tiny_cache_key_follows_the_build_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An edit to a module that builds the tiny model gives a new key: a cached model is never stale."""
+    import shutil
+
+    import qsave.modeling as modeling
+
+    for name in BUILD_SOURCES:
+        shutil.copy(modeling.PACKAGE_DIR / name, tmp_path / name)
+    before = TinyModelConfig().config_hash()
+    monkeypatch.setattr(modeling, "PACKAGE_DIR", tmp_path)
+    assert TinyModelConfig().config_hash() == before
+    with (tmp_path / "vision_init.py").open("a") as f:
+        f.write("\n# an edit to the front end\n")
+    assert TinyModelConfig().config_hash() != before
 
 
 def test_tied_embeddings_stay_one_matrix_after_reloading(tmp_path: Path) -> None:

@@ -59,6 +59,16 @@ def test_pretrained_tiny_is_cached_deterministic_and_learns(tmp_path: Path) -> N
     assert PretrainConfig(corpus_seed=7).config_hash() != PretrainConfig().config_hash()
 
 
+def test_pretrained_cache_key_follows_the_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key covers the source the pretraining runs (corpus, preprocessing, training), so an edit there
+    rebuilds instead of loading a model trained by older code."""
+    import qsave.pretrain as pretrain
+
+    before = PretrainConfig().config_hash()
+    monkeypatch.setattr(pretrain, "source_hash", lambda *files: "edited")
+    assert PretrainConfig().config_hash() != before
+
+
 DEGRADE = DegradationPretrainConfig(
     n_clips=6, views_per_clip=2, num_train_epochs=3.0, per_device_batch_size=4
 )
