@@ -123,7 +123,11 @@ class ProfileSettings:
     distributed_config: str = ""
     """DeepSpeed JSON or FSDP YAML; relative paths resolve against the repository's ``configs/``."""
     use_cpu: bool = True
-    dataloader_workers: int = 0
+    dataloader_workers: int = 1
+    """Processes that read and collate training clips beside the training loop (0: in the loop). With
+    ``torch_threads = 1`` one worker puts the second core to use: reading a batch's clips and running the
+    processor is ~20 % of a local SFT step, and a worker overlaps it with the step (0.81× the time per
+    step, ``benchmarks/bench_sft_speed.py``). GRPO prepares its videos inside the loop either way."""
     sampler: SamplerConfig = LOCAL_SAMPLER
     """How the pipeline SlowFast-samples clips for this profile's model (``qsave.recipe.clip_sampler``): the
     small local sizes for the tiny model, Qwen3-VL's own for the 8B."""
@@ -142,6 +146,10 @@ class ProfileSettings:
             problems.append(f"distributed must be none, deepspeed or fsdp, got {self.distributed!r}")
         if self.torch_threads < 0:
             problems.append(f"torch_threads must be 0 (torch's default) or more, got {self.torch_threads}")
+        if self.dataloader_workers < 0:
+            problems.append(
+                f"dataloader_workers must be 0 (load in the loop) or more, got {self.dataloader_workers}"
+            )
         if self.distributed != "none" and not self.distributed_config:
             problems.append(f"distributed={self.distributed!r} needs a distributed_config file")
         if problems:
@@ -205,6 +213,7 @@ def runtime_arguments(profile: ProfileSettings, seed: int) -> dict[str, Any]:
         else None,
         "use_cpu": profile.use_cpu,
         "dataloader_num_workers": profile.dataloader_workers,
+        "dataloader_persistent_workers": profile.dataloader_workers > 0,
         "report_to": "none",
         "seed": seed,
         "data_seed": seed,

@@ -149,7 +149,7 @@ def crash_after_save(step: int) -> Any:
     return CrashAfterSave()
 
 
-def test_an_interrupted_run_resumed_ends_with_the_same_weights(
+def test_an_interrupted_run_resumed_or_collated_in_the_loop_ends_with_the_same_weights(
     corpus: tuple[Path, Path], tmp_path: Path
 ) -> None:
     dataset, table = corpus
@@ -162,10 +162,16 @@ def test_an_interrupted_run_resumed_ends_with_the_same_weights(
     assert (tmp_path / "resumed" / "checkpoints" / "checkpoint-2").is_dir()
     resumed = run_sft("tiny", dataset, table, cfg, tmp_path / "resumed", resume=True)
 
+    assert cfg.profile.dataloader_workers == 1  # the local default: clips collated in a worker process
+    in_loop = dataclasses.replace(cfg, profile=dataclasses.replace(cfg.profile, dataloader_workers=0))
+    loop = run_sft("tiny", dataset, table, in_loop, tmp_path / "in-loop")
+
     a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
-    assert set(a) == set(b)
+    c = load_file(loop / "model.safetensors")
+    assert set(a) == set(b) == set(c)
     for name in a:
         assert torch.allclose(a[name], b[name], atol=1e-6, rtol=0), name
+        assert torch.allclose(a[name], c[name], atol=1e-6, rtol=0), name
     losses = [
         [e["loss"] for e in read_metrics(d.parent / "metrics.jsonl") if "loss" in e]
         for d in (straight, resumed)

@@ -258,6 +258,8 @@ def test_invalid_settings_are_refused() -> None:
         ProfileSettings(dtype="float16")
     with pytest.raises(ValueError, match="distributed_config"):
         ProfileSettings(distributed="deepspeed")
+    with pytest.raises(ValueError, match="dataloader_workers"):
+        ProfileSettings(dataloader_workers=-1)
     with pytest.raises(ValueError, match="unknown training profile"):
         profile_settings("gpu")
     with pytest.raises(ValueError, match="think_fraction"):
