@@ -101,6 +101,22 @@ def ridge_scores(x: np.ndarray, y: np.ndarray, fit: np.ndarray, lam: float) -> n
     return np.asarray(z @ np.linalg.solve(gram, z[fit].T @ (y[fit] - y[fit].mean(axis=0))))
 
 
+def one_unit_per_colour(means: np.ndarray, labels: np.ndarray, fit: np.ndarray) -> np.ndarray:
+    """Per-token scores of one logistic unit per colour on each 16-px patch's three colour means (a
+    half-space: what one GELU unit of the front end could compute), the largest of the token's 4 patches."""
+    from sklearn.linear_model import LogisticRegression
+
+    patches = means.reshape(-1, 3)
+    scores = np.empty(labels.shape)
+    for k in range(len(NAMES)):
+        target = np.repeat(labels[:, k], 4)
+        unit = LogisticRegression(C=10.0, max_iter=2000).fit(
+            patches[np.repeat(fit, 4)], target[np.repeat(fit, 4)]
+        )
+        scores[:, k] = unit.decision_function(patches).reshape(-1, 4).max(axis=1)
+    return scores
+
+
 def token_readout(
     dataset: Path, table: Path, radius: float, clips: int = 600, calibration: int = 200
 ) -> dict[str, Any]:
@@ -164,21 +180,25 @@ def token_readout(
         "projector_input": features["projector_input"],
         "language_input": features["language_input"],
     }
-    result: dict[str, Any] = {"auc": {}}
-    for name, x in features.items():
-        scores = ridge_scores(x, labels.astype(np.float64), fit, 1e-3 if "random" in name else 1e-2)
+    scores = {
+        name: ridge_scores(x, labels.astype(np.float64), fit, 1e-3 if "random" in name else 1e-2)
+        for name, x in features.items()
+    }
+    scores["one_unit_per_colour"] = one_unit_per_colour(means, labels, fit)
+    result: dict[str, Any] = {"auc": {}, "binding_readout_ta_srcc": {}}
+    for name, score in scores.items():
         result["auc"][name] = {
-            c: round(float(roc_auc_score(labels[~fit, k], scores[~fit, k])), 2) for k, c in enumerate(NAMES)
+            c: round(float(roc_auc_score(labels[~fit, k], score[~fit, k])), 2) for k, c in enumerate(NAMES)
         }
-    scores = ridge_scores(features["language_input"], labels.astype(np.float64), fit, 1e-2)
     bounds = np.cumsum([0, *per_clip])
     held_out = [i for i in range(clips) if bounds[i] >= fit.sum()]
-    found = []
-    for i in held_out:
-        asked = [g.split()[1] for g in items[i]["prompt"].split(" over a ")[0].split(" and ")]
-        found.append(min(scores[bounds[i] : bounds[i + 1], NAMES.index(c)].max() for c in asked))
     mos = [items[i]["mos"][2] for i in held_out]
-    result["binding_readout_ta_srcc"] = round(float(spearmanr(found, mos)[0]), 3)
+    for name in ("language_input", "one_unit_per_colour"):
+        found = []
+        for i in held_out:
+            asked = [g.split()[1] for g in items[i]["prompt"].split(" over a ")[0].split(" and ")]
+            found.append(min(scores[name][bounds[i] : bounds[i + 1], NAMES.index(c)].max() for c in asked))
+        result["binding_readout_ta_srcc"][name] = round(float(spearmanr(found, mos)[0]), 3)
     result["binding_readout_clips"] = len(held_out)
     return result
 
@@ -225,10 +245,10 @@ def main() -> None:
         readout = token_readout(dataset, table, args.radius)
         for place, auc in readout["auc"].items():
             print(f"presence AUC at {place}: " + " ".join(f"{c} {v:.2f}" for c, v in auc.items()))
-        print(
-            "binding readout from the language model's input: TA SRCC "
-            f"{readout['binding_readout_ta_srcc']:.3f} ({readout['binding_readout_clips']} clips)"
-        )
+        for place, srcc in readout["binding_readout_ta_srcc"].items():
+            print(
+                f"binding readout from {place}: TA SRCC {srcc:.3f} ({readout['binding_readout_clips']} clips)"
+            )
         result["tokens"] = readout
     print(json.dumps(result))
 
