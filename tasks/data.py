@@ -41,7 +41,7 @@ def ingest(data: IngestConfig) -> Annotated[FlyteDirectory, HashMethod(_dataset_
     from qsave.ingest import ingest as run_ingest
 
     out = Path(current_context().working_directory) / "dataset"
-    run_ingest(data, out)
+    run_ingest(data, out, progress=True)
     return FlyteDirectory(str(out))
 
 
@@ -61,7 +61,9 @@ def validate(dataset: FlyteDirectory, max_quarantine: float, require_labels: boo
     out = Path(current_context().working_directory) / "validation"
     cfg = ValidationConfig(max_quarantine_fraction=max_quarantine, require_labels=require_labels)
     try:
-        result = validate_manifest(read_manifest(local / MANIFEST_NAME), cfg, out, base_dir=local)
+        result = validate_manifest(
+            read_manifest(local / MANIFEST_NAME), cfg, out, base_dir=local, progress=True
+        )
     except ValidationFailed as failed:
         Deck("validation", summary_html(failed.result.summary, failed.result.quarantine))
         raise

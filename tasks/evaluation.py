@@ -65,7 +65,13 @@ def evaluate(
     data_dir = dataset.download()
     table = read_exported(clips.download())
     evaluation, predictions = evaluate_models(
-        models, table, manifest, split=split, dataset_dir=data_dir, explain=("candidate", "champion")
+        models,
+        table,
+        manifest,
+        split=split,
+        dataset_dir=data_dir,
+        explain=("candidate", "champion"),
+        progress=True,
     )
     write_report(evaluation, out)
     samples = clip_records(

@@ -64,7 +64,12 @@ def preprocess_shard(shard: Shard) -> FlyteDirectory:
 
     rows = read_manifest(shard.rows.download())
     result = sample_shard(
-        rows, shard.sampler, DecodeLimits(), clip_cache_dir(), base_dir=shard.dataset.download()
+        rows,
+        shard.sampler,
+        DecodeLimits(),
+        clip_cache_dir(),
+        base_dir=shard.dataset.download(),
+        progress=True,
     )
     print(f"shard {shard.index}: {result.counts}, decoded {result.decoded}")
     out = export_clips(result.table, _workdir(f"shard-{shard.index:04d}"), shard.sampler)
