@@ -31,20 +31,25 @@ from qsave.synthetic import MANIFEST_NAME
 ATTRIBUTES = ("background", "groups", "count", "color", "shape", "direction")
 
 
+def groups(caption: str) -> list[list[str]]:
+    """The words of each object group of a prompt or caption; a group reads
+    "<count> <colour> <shape>[s] moving <direction>"."""
+    head = caption.split(" over a ")[0]
+    return [] if head.startswith("no objects") else [g.split() for g in head.split(" and ")]
+
+
 def attributes(caption: str) -> dict[str, str]:
     """The parts of a caption in :func:`qsave.scenes.caption`'s grammar ("?" where it has none)."""
     background = next((b for b in BACKGROUNDS if f"{b} background" in caption), "?")
-    head = caption.split(" over a ")[0]
-    groups = [] if head.startswith("no objects") else [g.split() for g in head.split(" and ")]
-    first = groups[0] if groups else []
+    found = groups(caption)
+    first = found[0] if found else []
 
     def word(k: int) -> str:
         return first[k] if len(first) > k else "?"
 
-    # a group reads "<count> <colour> <shape>[s] moving <direction>"
     return {
         "background": background,
-        "groups": str(len(groups)),
+        "groups": str(len(found)),
         "count": word(0),
         "color": word(1),
         "shape": word(2).rstrip("s"),

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_captions import attributes  # same folder: the caption grammar's parts
+from bench_captions import attributes, groups  # same folder: the caption grammar's parts
 from bench_learning import corpus  # same folder: the cached synthetic corpus and its clips
 
 import qsave  # noqa: F401  (applies the torchvision shim)
@@ -55,6 +55,11 @@ WITH_PROMPT = ("dist0", "share0", "dist1", "share1", "groups", "background", "ot
 WITHOUT_PROMPT = ("groups", "background", "other_share", "other_dist")
 
 
+def asked_colours(prompt: str) -> list[str]:
+    """The colour of each object group the prompt asks for."""
+    return [words[1] for words in groups(prompt)]
+
+
 def patch_colours(frames: np.ndarray, patch: int) -> np.ndarray:
     """``(patches, 3)`` mean RGB in [0, 1] of the ``patch``-px squares of ``(T, H, W, 3)`` uint8 frames."""
     t, h, w, _ = frames.shape
@@ -65,8 +70,7 @@ def patch_colours(frames: np.ndarray, patch: int) -> np.ndarray:
 def clip_features(prompt: str, frames: np.ndarray, patch: int, radius: float) -> dict[str, float]:
     distance = np.linalg.norm(patch_colours(frames, patch)[:, None, :] - PALETTE[None], axis=-1)
     nearest, share = distance.min(axis=0), (distance < radius).mean(axis=0)
-    head = prompt.split(" over a ")[0]
-    asked = [group.split()[1] for group in head.split(" and ")]
+    asked = asked_colours(prompt)
     features: dict[str, float] = {
         "groups": float(len(asked)),
         "background": float(BACKGROUNDS.index(attributes(prompt)["background"])),
@@ -196,8 +200,8 @@ def token_readout(
     for name in ("language_input", "one_unit_per_colour"):
         found = []
         for i in held_out:
-            asked = [g.split()[1] for g in items[i]["prompt"].split(" over a ")[0].split(" and ")]
-            found.append(min(scores[name][bounds[i] : bounds[i + 1], NAMES.index(c)].max() for c in asked))
+            block = scores[name][bounds[i] : bounds[i + 1]]
+            found.append(min(block[:, NAMES.index(c)].max() for c in asked_colours(items[i]["prompt"])))
         result["binding_readout_ta_srcc"][name] = round(float(spearmanr(found, mos)[0]), 3)
     result["binding_readout_clips"] = len(held_out)
     return result
