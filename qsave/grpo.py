@@ -60,6 +60,7 @@ from qsave.training import (
     TrainingExample,
     VisionLrMixin,
     load_for_training,
+    lora_config,
     metrics_callback,
     prepare_stage,
     runtime_arguments,
@@ -361,21 +362,6 @@ def _grpo_args(cfg: GRPOStageConfig, output_dir: Path, processor: Any) -> Any:
     )
 
 
-def _peft_config(lora: LoraSettings) -> Any:
-    if not lora.enabled:
-        return None
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=lora.rank,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=list(lora.target_modules),
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-
-
 def build_trainer(
     model: Any,
     processor: Any,
@@ -397,7 +383,7 @@ def build_trainer(
         args=_grpo_args(cfg, checkpoint_dir, processor),
         train_dataset=Dataset.from_list(list(rows)),
         processing_class=processor,
-        peft_config=_peft_config(cfg.lora),
+        peft_config=lora_config(cfg.lora, "CAUSAL_LM"),
         callbacks=list(callbacks),
         vision_lr_multiplier=cfg.vision_lr_multiplier,
     )

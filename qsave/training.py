@@ -388,6 +388,33 @@ def lora_module_names(model: Any) -> list[str]:
     return [name for name, module in model.named_modules() if hasattr(module, "lora_A")]
 
 
+def lora_config(lora: LoraSettings, task_type: str | None = None) -> Any:
+    """peft's ``LoraConfig`` for ``lora`` (``None`` when LoRA is off); trl's trainers want ``CAUSAL_LM``."""
+    if not lora.enabled:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        bias="none",
+        task_type=task_type,
+    )
+
+
+def prepare_for_training(model: Any, lora: LoraSettings) -> Any:
+    """A loaded model made ready to train: no KV cache, LoRA applied when ``lora.enabled``, train mode."""
+    model.config.use_cache = False
+    config = lora_config(lora)
+    if config is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, config)
+    return model.train()
+
+
 def load_for_training(model_dir: str, profile: ProfileSettings, lora: LoraSettings) -> tuple[Any, Any]:
     """``(model, processor)`` ready to train: a full model (never an adapter), with LoRA applied if asked.
     Sets torch's CPU thread count to the profile's ``torch_threads`` (process-wide) when it names one.
@@ -410,19 +437,7 @@ def load_for_training(model_dir: str, profile: ProfileSettings, lora: LoraSettin
         dtype=getattr(torch, profile.dtype),
         attn_implementation=resolve_attn_implementation(profile.attn_implementation),
     )
-    model.config.use_cache = False
-    if lora.enabled:
-        from peft import LoraConfig, get_peft_model
-
-        config = LoraConfig(
-            r=lora.rank,
-            lora_alpha=lora.alpha,
-            lora_dropout=lora.dropout,
-            target_modules=list(lora.target_modules),
-            bias="none",
-        )
-        model = get_peft_model(model, config)
-    return model.train(), processor
+    return prepare_for_training(model, lora), processor
 
 
 def merged_model(model: Any) -> Any:
