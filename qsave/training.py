@@ -127,7 +127,7 @@ class ProfileSettings:
     """Processes that read and collate training clips beside the training loop (0: in the loop). With
     ``torch_threads = 1`` one worker puts the second core to use: reading a batch's clips and running the
     processor is ~20 % of a local SFT step, and a worker overlaps it with the step (0.81× the time per
-    step, ``benchmarks/bench_sft_speed.py``). GRPO prepares its videos inside the loop either way."""
+    step, ``benchmarks/bench_sft_speed.py``). SFT stages only: GRPO builds its videos inside the loop."""
     sampler: SamplerConfig = LOCAL_SAMPLER
     """How the pipeline SlowFast-samples clips for this profile's model (``qsave.recipe.clip_sampler``): the
     small local sizes for the tiny model, Qwen3-VL's own for the 8B."""

@@ -99,6 +99,7 @@ def test_every_logprob_pass_runs_the_vision_tower(
     model, processor = load_model(str(tiny))
     cfg = replace(TINY_RUN, num_iterations=2)
     trainer = build_trainer(model, processor, all_rows(corpus), cfg, tmp_path / "ckpt")
+    assert cfg.profile.dataloader_workers > 0 and trainer.args.dataloader_num_workers == 0  # none to idle
     passes: list[tuple[bool, bool, int]] = []
     original = trainer._get_per_token_logps_and_entropies
 
