@@ -382,7 +382,7 @@ def main() -> None:
     parser.add_argument("--sft-steps", type=int, default=30)
     parser.add_argument("--grpo-steps", type=int, default=8)
     parser.add_argument("--big-steps", type=int, default=8, help="optimizer steps per 8B-shape run")
-    parser.add_argument("--batch", type=int, default=2, help="8B shape: clips per step")
+    parser.add_argument("--batch", type=int, default=2, help="8B shape: clips a step (at most all clips)")
     parser.add_argument("--parts", nargs="+", default=["stages", "8b"], choices=["stages", "8b"])
     parser.add_argument("--devices", nargs="+", default=["cpu", "cuda"], help="part 1's devices")
     parser.add_argument("--small", action="store_true", help="8B graph at a few layers (a CPU check)")
