@@ -33,10 +33,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import shutil
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -89,8 +87,7 @@ SMALL_SHAPE = {"num_hidden_layers": 2, "hidden_size": 256, "intermediate_size": 
 def prepare(work: Path, n: int) -> None:
     """Write ``work/tiny`` (the fresh tiny base), ``work/local`` (synthetic corpus + local-sampler clips)
     and ``work/aigve`` (AIGVE-Bench toy rows + production-sampler clips)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_learning import corpus
+    from bench_learning import corpus  # same folder: the synthetic corpus, rendered and preprocessed
 
     from qsave.importers import import_aigve
     from qsave.manifest import write_manifest
@@ -418,7 +415,6 @@ def main() -> None:
         save()
     shutil.rmtree(args.out / "runs", ignore_errors=True)
     print(json.dumps(results, indent=2))
-    os.sync()
 
 
 if __name__ == "__main__":

@@ -358,12 +358,8 @@ def _grpo_args(cfg: GRPOStageConfig, output_dir: Path, processor: Any) -> Any:
         disable_tqdm=True,
         generation_kwargs={"suppress_tokens": suppress},
         model_init_kwargs={"use_safetensors": True},  # trl loads the reference model (beta > 0) with these
-        **{
-            **runtime_arguments(cfg.profile, cfg.seed),
-            # rows are plain dicts and the videos are built inside the loop: a loader worker would idle
-            "dataloader_num_workers": 0,
-            "dataloader_persistent_workers": False,
-        },
+        # rows are plain dicts and the videos are built inside the loop: a loader worker would only idle
+        **runtime_arguments(dataclasses.replace(cfg.profile, dataloader_workers=0), cfg.seed),
     )
 
 

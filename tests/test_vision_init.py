@@ -84,8 +84,8 @@ def test_random_init_is_qwen3_vl_default_and_unknown_init_fails(tmp_path: Any) -
 
 def test_quality_init_refuses_a_tower_too_narrow(tmp_path: Any) -> None:
     model, _ = load_model(str(build_tiny(TinyModelConfig(vision_init="random"), tmp_path / "narrow")))
+    hidden = model.config.vision_config.hidden_size  # filters + as many energy channels > hidden
     with pytest.raises(ValueError, match="hidden size"):
-        hidden = model.config.vision_config.hidden_size  # filters + as many energy channels > hidden
         apply_quality_init(model, QualityInit(channels=hidden // 2 + 8), seed=0)
 
 
