@@ -104,24 +104,16 @@ class BaselineConfig:
 # --------------------------------------------------------------------------------------------------
 
 
-def _grey(frames: NDArray[np.uint8]) -> NDArray[np.float64]:
-    rgb = frames.astype(np.float64) / 255.0
-    return rgb @ np.array([0.299, 0.587, 0.114])
-
-
 def _laplacian(grey: NDArray[np.float64]) -> NDArray[np.float64]:
     g = grey
     return g[:, :-2, 1:-1] + g[:, 2:, 1:-1] + g[:, 1:-1, :-2] + g[:, 1:-1, 2:] - 4 * g[:, 1:-1, 1:-1]
 
 
 def _noise_sigma(grey: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Immerkær (1996): σ = √(π/2) / (6 (W−2)(H−2)) · Σ |I ∗ M|, M = [[1,−2,1],[−2,4,−2],[1,−2,1]]."""
-    g = grey
-    conv = (
-        g[:, :-2, :-2] - 2 * g[:, :-2, 1:-1] + g[:, :-2, 2:]
-        - 2 * g[:, 1:-1, :-2] + 4 * g[:, 1:-1, 1:-1] - 2 * g[:, 1:-1, 2:]
-        + g[:, 2:, :-2] - 2 * g[:, 2:, 1:-1] + g[:, 2:, 2:]
-    )  # fmt: skip
+    """Immerkær (1996): σ = √(π/2) / (6 (W−2)(H−2)) · Σ |I ∗ M|, M = [[1,−2,1],[−2,4,−2],[1,−2,1]] — the
+    outer product of [1, −2, 1] with itself, so two second differences, one per axis."""
+    across = grey[:, :, :-2] - 2 * grey[:, :, 1:-1] + grey[:, :, 2:]
+    conv = across[:, :-2] - 2 * across[:, 1:-1] + across[:, 2:]
     return math.sqrt(math.pi / 2) * np.abs(conv).mean(axis=(1, 2)) / 6.0
 
 
@@ -136,8 +128,7 @@ def _blockiness(grey: NDArray[np.float64]) -> float:
     return float(np.mean(ratios)) if ratios else 1.0
 
 
-def _colourfulness(frames: NDArray[np.uint8]) -> float:
-    rgb = frames.astype(np.float64) / 255.0
+def _colourfulness(rgb: NDArray[np.float64]) -> float:
     rg = rgb[..., 0] - rgb[..., 1]
     yb = 0.5 * (rgb[..., 0] + rgb[..., 1]) - rgb[..., 2]
     axes = (1, 2)
@@ -150,15 +141,17 @@ def frame_features(frames: NDArray[np.uint8], freeze_threshold: float = 0.5 / 25
     """The baseline's features of one clip, from ``(N, H, W, 3)`` uint8 RGB frames (N ≥ 1, H, W ≥ 3)."""
     if frames.ndim != 4 or frames.shape[-1] != 3 or min(frames.shape[1:3]) < 3 or not len(frames):
         raise ValueError(f"frames must be (N ≥ 1, H ≥ 3, W ≥ 3, 3) uint8, got shape {frames.shape}")
-    grey = _grey(frames)
+    rgb = frames.astype(np.float64) / 255.0
+    grey = rgb @ np.array([0.299, 0.587, 0.114])
     means = grey.mean(axis=(1, 2))
-    levels = [np.unique(np.round(g * 255).astype(np.uint8)).size / 256 for g in grey]
+    quantised = np.round(grey * 255).astype(np.uint8).reshape(len(grey), -1)
+    levels = [np.count_nonzero(np.bincount(q, minlength=256)) / 256 for q in quantised]
     features = {
         "sharpness": float(np.log(_laplacian(grey).var(axis=(1, 2)).mean() + _EPS)),
         "noise": float(np.log(_noise_sigma(grey).mean() + _EPS)),
         "blockiness": _blockiness(grey),
         "grey_levels": float(np.mean(levels)),
-        "colourfulness": _colourfulness(frames),
+        "colourfulness": _colourfulness(rgb),
         "brightness_mean": float(means.mean()),
         "contrast": float(grey.std(axis=(1, 2)).mean()),
         "clipped_dark": float((grey < 0.02).mean()),
@@ -168,8 +161,9 @@ def frame_features(frames: NDArray[np.uint8], freeze_threshold: float = 0.5 / 25
         temporal = dict.fromkeys(("flicker", "flicker_pulse", "motion", "motion_variation"), 0.0)
         return features | temporal | {"motion_jerk": 0.0, "freeze_ratio": 0.0}
     brightness_change = np.diff(means)
-    raw_diff = np.abs(np.diff(grey, axis=0)).mean(axis=(1, 2))
-    motion = np.abs(np.diff(grey, axis=0) - brightness_change[:, None, None]).mean(axis=(1, 2))
+    frame_diff = np.diff(grey, axis=0)
+    raw_diff = np.abs(frame_diff).mean(axis=(1, 2))
+    motion = np.abs(frame_diff - brightness_change[:, None, None]).mean(axis=(1, 2))
     motion_mean = float(motion.mean())
     pulse = float(np.abs(np.diff(means, n=2)).mean()) if len(means) > 2 else 0.0
     jerk = float(np.abs(np.diff(motion)).mean() / (motion_mean + _EPS)) if len(motion) > 1 else 0.0
