@@ -175,41 +175,6 @@ def _tokens(slow: int, fast: int) -> dict[str, Any]:
     return {"slow_tokens": int(slow), "fast_tokens": int(fast), "tokens": int(slow) + int(fast)}
 
 
-@dataclass(frozen=True)
-class _DecodeJob:
-    """One distinct video content to sample into the cache (picklable: it crosses into a worker)."""
-
-    video_id: str
-    video_path: str
-    path: str
-    sha256: str
-    clip_path: str
-    cfg: SamplerConfig
-    limits: DecodeLimits
-
-
-def _decode(job: _DecodeJob) -> dict[str, Any]:
-    """Sample one video into the cache; its result row (``processed`` or ``failed``), never raises."""
-    found = {"video_id": job.video_id, "video_path": job.video_path, "sha256": job.sha256}
-    try:
-        clip = sample_clip(job.path, job.cfg, job.limits)
-    except VideoError as exc:
-        if exc.reason not in _RETRIED_REASONS:
-            failure = _failure_path(Path(job.clip_path), job.limits)
-            write_text_atomic(failure, json.dumps({"reason": exc.reason, "detail": exc.detail}))
-        return _row(**found, status="failed", reason=exc.reason, detail=exc.detail)
-    save_clip(clip, job.clip_path)
-    return _row(
-        **found, status="processed", clip_path=job.clip_path, **_tokens(clip.slow.tokens, clip.fast.tokens)
-    )
-
-
-def _same_content(decoded: dict[str, Any], video_id: str, video_path: str) -> dict[str, Any]:
-    """The row of a later video with the content ``decoded`` just sampled: ``cached`` (or its failure)."""
-    status = "cached" if decoded["status"] == "processed" else decoded["status"]
-    return {**decoded, "video_id": video_id, "video_path": video_path, "status": status}
-
-
 def preprocess_shard(
     df: pd.DataFrame,
     cfg: SamplerConfig,
@@ -217,24 +182,18 @@ def preprocess_shard(
     cache_dir: str | os.PathLike[str],
     base_dir: str | os.PathLike[str] | None = None,
     progress: bool = False,
-    workers: int = 1,
 ) -> ShardResult:
     """Sample every row's video into the cache (decoding only what is not cached); never raises per row.
 
-    ``df`` needs ``video_id`` and ``video_path`` (relative paths resolve against ``base_dir``). Each
-    distinct content not yet cached is decoded once, in ``workers`` spawned processes (1: in this one);
-    the table keeps the manifest's row order whatever the number of workers. ``progress`` shows a tqdm
-    bar of the decodes on stderr.
+    ``df`` needs ``video_id`` and ``video_path`` (relative paths resolve against ``base_dir``).
+    ``progress`` shows a tqdm bar on stderr.
     """
     import pandas as pd
+    from tqdm import tqdm
 
-    from qsave.parallel import map_in_processes
-
-    rows: list[dict[str, Any] | None] = []
-    jobs: list[_DecodeJob] = []
-    waiting: dict[str, list[tuple[int, str, str]]] = {}  # content → its rows: (position, id, path)
+    rows, decoded = [], 0
     records = df[["video_id", "video_path"]].astype(str).itertuples(index=False)
-    for video_id, video_path in records:
+    for video_id, video_path in tqdm(records, total=len(df), desc="preprocess", disable=not progress):
         path = resolve_video_path(video_path, base_dir)
         if not path.is_file():
             detail = f"{path} is not a file; fix the manifest's video_path or add the video"
@@ -261,18 +220,18 @@ def preprocess_shard(
             error = json.loads(failure.read_text())
             rows.append(_row(**found, status="failed", reason=error["reason"], detail=error["detail"]))
             continue
-        if sha not in waiting:  # the first row of a content decodes it; later rows take its result
-            waiting[sha] = []
-            jobs.append(_DecodeJob(video_id, video_path, str(path), sha, str(clip_path), cfg, limits))
-        waiting[sha].append((len(rows), video_id, video_path))
-        rows.append(None)
-    decodes = map_in_processes(_decode, jobs, workers, "preprocess", progress)
-    for job, decoded in zip(jobs, decodes, strict=True):
-        (first, _, _), *later = waiting[job.sha256]
-        rows[first] = decoded
-        for position, video_id, video_path in later:
-            rows[position] = _same_content(decoded, video_id, video_path)
-    return ShardResult(table=pd.DataFrame(rows, columns=list(RESULT_COLUMNS)), decoded=len(jobs))
+        decoded += 1
+        try:
+            clip = sample_clip(path, cfg, limits)
+        except VideoError as exc:
+            if exc.reason not in _RETRIED_REASONS:
+                write_text_atomic(failure, json.dumps({"reason": exc.reason, "detail": exc.detail}))
+            rows.append(_row(**found, status="failed", reason=exc.reason, detail=exc.detail))
+            continue
+        save_clip(clip, clip_path)
+        tokens = _tokens(clip.slow.tokens, clip.fast.tokens)
+        rows.append(_row(**found, status="processed", clip_path=str(clip_path), **tokens))
+    return ShardResult(table=pd.DataFrame(rows, columns=list(RESULT_COLUMNS)), decoded=decoded)
 
 
 def merge_results(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:

@@ -15,8 +15,6 @@ from tasks import code_cache
 from tasks.images import CPU_IMAGE
 
 CODE_CACHE = code_cache(__file__)
-SHARD_CPUS = 2
-"""CPUs a preprocessing shard asks for, and the processes it decodes with."""
 
 
 @dataclass
@@ -56,15 +54,9 @@ def plan_shards(
     ]
 
 
-@task(
-    cache=CODE_CACHE,
-    container_image=CPU_IMAGE,
-    requests=Resources(cpu=str(SHARD_CPUS), mem="4Gi"),
-    retries=2,
-)
+@task(cache=CODE_CACHE, container_image=CPU_IMAGE, requests=Resources(cpu="2", mem="4Gi"), retries=2)
 def preprocess_shard(shard: Shard) -> FlyteDirectory:
-    """Decode and sample one shard in ``SHARD_CPUS`` processes (content-addressed cache: unchanged videos are
-    never decoded again)."""
+    """Decode and sample one shard (content-addressed cache: unchanged videos are never decoded again)."""
     from qsave.manifest import read_manifest
     from qsave.preprocess import clip_cache_dir, export_clips
     from qsave.preprocess import preprocess_shard as sample_shard
@@ -78,7 +70,6 @@ def preprocess_shard(shard: Shard) -> FlyteDirectory:
         clip_cache_dir(),
         base_dir=shard.dataset.download(),
         progress=True,
-        workers=SHARD_CPUS,
     )
     print(f"shard {shard.index}: {result.counts}, decoded {result.decoded}")
     out = export_clips(result.table, _workdir(f"shard-{shard.index:04d}"), shard.sampler)
