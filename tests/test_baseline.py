@@ -57,6 +57,16 @@ def test_noise_raises_the_noise_estimate(clean) -> None:
     assert noisy["grey_levels"] >= clean["grey_levels"]
 
 
+def test_noise_estimate_recovers_the_sigma_of_white_noise_and_levels_are_counted() -> None:
+    """Immerkær's estimator is unbiased for white Gaussian noise on a flat image; levels are exact."""
+    rng = np.random.default_rng(2)
+    grey = 128 + rng.normal(0, 12.75, (FRAMES, SIZE, SIZE))  # σ = 0.05 of the grey range
+    features = _features(np.repeat(grey[..., None], 3, axis=-1))
+    assert np.exp(features["noise"]) == pytest.approx(0.05, rel=0.03)
+    steps = np.repeat(np.arange(0, 250, 10, dtype=np.uint8)[None, None, :], SIZE, axis=1)  # 25 grey levels
+    assert frame_features(np.repeat(steps[..., None], 3, axis=-1))["grey_levels"] == 25 / 256
+
+
 def test_flicker_is_seen_as_flicker_not_motion(clean) -> None:
     pulse = np.where(np.arange(FRAMES) % 2, 25.0, -25.0)[:, None, None, None]
     flicker = _features(_clip() + pulse)
