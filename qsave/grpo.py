@@ -53,6 +53,7 @@ from qsave.modeling import SPECIAL_TOKENS
 from qsave.preprocess import load_clip
 from qsave.rewards import ACCURACY_SIGMA, reward_functions
 from qsave.schema import DIMENSIONS, REASON_DIMENSIONS, mos_column, reasons_column
+from qsave.tower_cache import tower_cache_for, tower_is_frozen
 from qsave.training import (
     METRICS_FILE,
     LoraSettings,
@@ -334,6 +335,17 @@ def _trainer_class() -> type:
 # --------------------------------------------------------------------------------------------- run
 
 
+def _frozen_reference(trainer: Any) -> Any:
+    """trl's reference model (``None`` at β = 0) with every parameter frozen — it never trains, but trl
+    leaves ``requires_grad`` on — when the policy's tower is frozen too, so both can cache their tower;
+    ``None`` otherwise, and for a reference that DeepSpeed or FSDP wrapped."""
+    ref = trainer.ref_model
+    if ref is None or not hasattr(ref, "model") or not tower_is_frozen(trainer.model):
+        return None
+    ref.requires_grad_(False)
+    return ref
+
+
 def _grpo_args(cfg: GRPOStageConfig, output_dir: Path, processor: Any) -> Any:
     from trl import GRPOConfig
 
@@ -426,7 +438,8 @@ def run_grpo(
         outputs.checkpoints,
         [metrics_callback(outputs.metrics), *callbacks],
     )
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    with tower_cache_for([trainer.model, _frozen_reference(trainer)], cfg.profile.cache_frozen_tower):
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     record = {"config": dataclasses.asdict(cfg), "examples": len(examples), "skipped": len(stage.skipped)}
     extra = {CONFIG_FILE: json.dumps(record, indent=2, sort_keys=True)}
     if outputs.metrics.is_file():

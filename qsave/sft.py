@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Final
 from qsave.inputs import IGNORE_INDEX
 from qsave.losses import DualLoss, dual_supervision_loss
 from qsave.prompts import level_token_ids
+from qsave.tower_cache import tower_cache_for
 from qsave.training import (
     METRICS_FILE,
     LoraSettings,
@@ -325,7 +326,8 @@ def run_sft(
         lam=cfg.lam,
         vision_lr_multiplier=cfg.vision_lr_multiplier,
     )
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    with tower_cache_for([trainer.model], cfg.profile.cache_frozen_tower):
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     record = {"config": dataclasses.asdict(cfg), "examples": len(dataset), "skipped": len(skipped)}
     extra = {CONFIG_FILE: json.dumps(record, indent=2, sort_keys=True)}
     if outputs.metrics.is_file():

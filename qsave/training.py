@@ -127,7 +127,11 @@ class ProfileSettings:
     """Processes that read and collate training clips beside the training loop (0: in the loop). With
     ``torch_threads = 1`` one worker puts the second core to use: reading a batch's clips and running the
     processor is ~20 % of a local SFT step, and a worker overlaps it with the step (0.81× the time per
-    step, ``benchmarks/bench_sft_speed.py``). SFT stages only: GRPO builds its videos inside the loop."""
+    step, ``benchmarks/bench_training_speed.py``). SFT stages only: GRPO builds its videos inside the loop."""
+    cache_frozen_tower: bool = True
+    """While the vision tower is frozen (``vision_lr_multiplier = 0``), compute its outputs once per
+    distinct clip and keep them for the stage (:mod:`qsave.tower_cache`): SFT's later epochs and GRPO's
+    completions of one clip reuse them; the projector still trains. The same values, less work."""
     sampler: SamplerConfig = LOCAL_SAMPLER
     """How the pipeline SlowFast-samples clips for this profile's model (``qsave.recipe.clip_sampler``): the
     small local sizes for the tiny model, Qwen3-VL's own for the 8B."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +180,24 @@ def test_an_interrupted_run_resumed_or_collated_in_the_loop_ends_with_the_same_w
     ]
     assert losses[0] == pytest.approx(losses[1], abs=1e-6)
     assert read_metrics(resumed.parent / "metrics.jsonl")[-1]["step"] == 3
+
+
+def test_caching_the_frozen_tower_changes_no_weight(
+    corpus: tuple[Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Three epochs: the cache serves epochs 2 and 3 the tower outputs of epoch 1, and the weights match."""
+    dataset, table = corpus
+    cfg = dataclasses.replace(FAST, num_train_epochs=3, save_steps=100, projector_calibration_clips=4)
+    assert cfg.profile.cache_frozen_tower and cfg.vision_lr_multiplier == 0  # the local default
+    uncached = dataclasses.replace(cfg, profile=dataclasses.replace(cfg.profile, cache_frozen_tower=False))
+    with caplog.at_level(logging.INFO, logger="qsave.tower_cache"):
+        a = load_file(run_sft("tiny", dataset, table, cfg, tmp_path / "cached") / "model.safetensors")
+    counts = re.findall(r"(\d+) clips computed, (\d+) taken from the cache", caplog.text)
+    assert len(counts) == 1 and int(counts[0][1]) == 2 * int(counts[0][0])  # three epochs: 1 computed, 2 kept
+    b = load_file(run_sft("tiny", dataset, table, uncached, tmp_path / "plain") / "model.safetensors")
+    assert set(a) == set(b)
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-6, rtol=0), name
 
 
 def test_profiles_share_one_trainer_and_differ_only_in_config() -> None:
