@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
-from qsave.inputs import build_inputs
+from qsave.inputs import build_inputs, mrope_position_ids
 from qsave.losses import soft_level_targets
 from qsave.manifest import resolve_video_path
 from qsave.modeling import (
@@ -359,8 +359,9 @@ class SupervisedDataset:
 
 @dataclass
 class SupervisedCollator:
-    """Items of :class:`SupervisedDataset` → model inputs (right-padded) with ``labels``, plus
-    ``level_positions`` (batch × dims) and ``level_targets`` (batch × dims × 5) for the score term."""
+    """Items of :class:`SupervisedDataset` → model inputs (right-padded) with ``labels`` and M-RoPE
+    ``position_ids`` (:func:`qsave.inputs.mrope_position_ids`: computed here, in the dataloader worker),
+    plus ``level_positions`` (batch × dims) and ``level_targets`` (batch × dims × 5) for the score term."""
 
     processor: Any
     sigma_min: float
@@ -381,7 +382,13 @@ class SupervisedCollator:
             torch.tensor([item["std"] for item in items]),
             self.sigma_min,
         )
-        return {**batch.model_kwargs, "level_positions": batch.level_positions, "level_targets": targets}
+        merge = int(self.processor.video_processor.merge_size)
+        return {
+            **batch.model_kwargs,
+            "position_ids": mrope_position_ids(batch.model_kwargs, merge),
+            "level_positions": batch.level_positions,
+            "level_targets": targets,
+        }
 
 
 # --------------------------------------------------------------------------------------------- models

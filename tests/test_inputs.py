@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import SHARED_DATA
 
-from qsave.inputs import IGNORE_INDEX, build_inputs
+from qsave.inputs import IGNORE_INDEX, build_inputs, mrope_position_ids
 from qsave.modeling import load_model
 from qsave.prompts import build_target, scoring_prefix, slot_continuations
 from qsave.slowfast import LOCAL_SAMPLER, Pathway, SlowFastClip, sample_clip, sample_uniform
@@ -102,6 +102,29 @@ def test_padding_is_per_sample_and_left_for_scoring(processor: Any) -> None:
     assert batch.input_ids[0][mask].tolist() == alone.input_ids[0].tolist()
     assert processor.tokenizer.decode(batch.input_ids[1, -4:]).endswith("visual quality:")
     assert "labels" not in batch.model_kwargs and batch.level_positions is None
+
+
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+def test_position_ids_are_the_ones_the_model_computes(padding_side: str) -> None:
+    """The collator's M-RoPE ids (computed in the dataloader worker) equal the model's own, and the
+    logits with them equal the logits without."""
+    import torch
+
+    model, processor = load_model("tiny")
+    clips, prompts = [synthetic_clip(0), synthetic_clip(1)], ["a", "a much longer prompt " * 6]
+    kwargs = build_inputs(processor, clips, prompts, padding_side=padding_side).model_kwargs
+    ids = mrope_position_ids(kwargs, processor.video_processor.merge_size)
+    own, _ = model.model.get_rope_index(
+        kwargs["input_ids"],
+        kwargs["mm_token_type_ids"],
+        video_grid_thw=kwargs["video_grid_thw"],
+        attention_mask=kwargs["attention_mask"],
+    )
+    assert ids.shape == (3, *kwargs["input_ids"].shape) and torch.equal(ids, own)
+    tokens = int(kwargs["attention_mask"][1].sum())
+    assert int(ids[0, 1].max()) < tokens - 1  # a video's tokens share temporal positions: not a plain count
+    with torch.no_grad():
+        assert torch.equal(model(**kwargs).logits, model(**kwargs, position_ids=ids).logits)
 
 
 def test_labels_cover_only_the_assistant_answer(processor: Any) -> None:
