@@ -70,12 +70,13 @@ def _fingerprints(rows: torch.Tensor, sizes: list[int], grids: torch.Tensor) -> 
     return keys
 
 
-def _tower_levels(visual: Any, forward: Any, rows: torch.Tensor, grids: torch.Tensor) -> list[torch.Tensor]:
-    """The outputs of the DeepStack blocks and the last block for ``rows`` (patch rows of the clips in
-    ``grids``), by the tower's own forward with hooks on those blocks."""
+def _tower_levels(
+    visual: Any, forward: Any, wanted: list[int], rows: torch.Tensor, grids: torch.Tensor
+) -> list[torch.Tensor]:
+    """The outputs of blocks ``wanted`` for ``rows`` (patch rows of the clips in ``grids``), by the
+    tower's own forward with hooks on those blocks."""
     import torch
 
-    wanted = sorted({*visual.deepstack_visual_indexes, len(visual.blocks) - 1})
     captured: dict[int, torch.Tensor] = {}
 
     def keep(index: int) -> Any:
@@ -98,7 +99,7 @@ def _cached_forward(visual: Any, forward: Any, stats: TowerCacheStats) -> Any:
     from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
 
     indexes = list(visual.deepstack_visual_indexes)
-    wanted = sorted({*indexes, len(visual.blocks) - 1})
+    wanted = sorted({*indexes, len(visual.blocks) - 1})  # the blocks whose outputs the projector reads
 
     def cached(hidden_states: torch.Tensor, grid_thw: torch.Tensor, **kwargs: Any) -> Any:
         import torch
@@ -113,7 +114,9 @@ def _cached_forward(visual: Any, forward: Any, stats: TowerCacheStats) -> Any:
         stats.hits += len(keys) - len(missing)
         if missing:
             clips = torch.split(hidden_states, sizes)
-            levels = _tower_levels(visual, forward, torch.cat([clips[i] for i in missing]), grid_thw[missing])
+            levels = _tower_levels(
+                visual, forward, wanted, torch.cat([clips[i] for i in missing]), grid_thw[missing]
+            )
             per_clip = [torch.split(level, [sizes[i] for i in missing]) for level in levels]
             for j, i in enumerate(missing):
                 stats.entries[keys[i]] = tuple(level[j] for level in per_clip)
