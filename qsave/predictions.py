@@ -181,20 +181,26 @@ def evaluate_models(
     The models named in ``explain`` also generate their full answers, so the evaluation scores their
     reasons against the raters' (precision, recall, F1 per code). Leave an untrained base out: it never
     stops writing, and every answer would run to ``cfg.max_new_tokens``."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from qsave.baseline import run_baseline
     from qsave.evaluation import evaluate
 
     rows = manifest[manifest["split"].astype(str) == split].reset_index(drop=True)
     if rows.empty:
         raise ValueError(f"the manifest has no {split!r} rows to evaluate on")
-    predictions = {
-        name: predict_clips(
-            ref, clip_table, rows, replace(cfg, explain=cfg.explain or name in explain), progress
-        )
-        for name, ref in models.items()
-    }
-    if baseline:
-        used = manifest[manifest["split"].astype(str).isin(["train", split])]
-        fitted = run_baseline(used.reset_index(drop=True), dataset_dir, progress=progress).predictions
-        predictions["baseline"] = fitted[fitted["video_id"].isin(set(rows["video_id"].astype(str)))]
+    used = manifest[manifest["split"].astype(str).isin(["train", split])].reset_index(drop=True)
+    # The baseline reads and measures the videos in its own worker processes while the models score here
+    # (one torch thread locally): the two share the machine's cores instead of taking turns.
+    with ThreadPoolExecutor(max_workers=1) as background:
+        fitting = background.submit(run_baseline, used, dataset_dir, progress=progress) if baseline else None
+        predictions = {
+            name: predict_clips(
+                ref, clip_table, rows, replace(cfg, explain=cfg.explain or name in explain), progress
+            )
+            for name, ref in models.items()
+        }
+        if fitting is not None:
+            fitted = fitting.result().predictions
+            predictions["baseline"] = fitted[fitted["video_id"].isin(set(rows["video_id"].astype(str)))]
     return evaluate(predictions, truth=rows, config=eval_cfg), predictions

@@ -10,7 +10,7 @@ import pytest
 from conftest import SHARED_DATA, training_corpus
 
 from qsave.cli import main
-from qsave.predictions import predict_clips, record_to_row, srcc_by_dimension
+from qsave.predictions import evaluate_models, predict_clips, record_to_row, srcc_by_dimension
 from qsave.preprocess import preprocess_shard
 from qsave.slowfast import LOCAL_SAMPLER
 from qsave.video import DecodeLimits
@@ -40,6 +40,20 @@ def test_predict_clips_scores_preprocessed_clips_and_reports_the_rest(tmp_path):
         assert scored[f"pred_{dim}"].between(1, 5).all()
         probs = scored[[f"prob_{dim}_{lv}" for lv in ("bad", "poor", "fair", "good", "excellent")]]
         assert probs.sum(axis=1).round(5).eq(1).all()
+
+
+def test_a_baseline_that_cannot_be_fitted_stops_the_evaluation_that_ran_it_alongside(tmp_path):
+    manifest = pd.DataFrame(
+        {
+            "video_id": ["a", "b"],
+            "video_path": [str(p) for p in LAVIE[:2]],
+            "prompt": ["a beach", "a beach at dusk"],
+            "split": ["test", "test"],
+        }
+    )
+    table = preprocess_shard(manifest, LOCAL_SAMPLER, DecodeLimits(), tmp_path / "cache").table
+    with pytest.raises(ValueError, match="no readable 'train' rows to fit the baseline on"):
+        evaluate_models({"candidate": "tiny"}, table, manifest)
 
 
 def test_cli_eval_with_a_model_on_the_aigve_toy_set(tmp_path, capsys):

@@ -9,6 +9,7 @@ import pytest
 
 from qsave.prompts import (
     SYLLABUS,
+    SYSTEM_PROMPTS,
     Answer,
     answer_from_row,
     build_target,
@@ -42,6 +43,15 @@ def test_syllabus_defines_every_level_of_every_dimension() -> None:
         for level in LEVELS:
             assert SYLLABUS[dim][level] in text
     assert "wrong_count" in text and "<answer>" in text
+
+
+def test_every_prompt_style_names_the_levels_and_the_answer_tags_and_each_is_shorter() -> None:
+    texts = [system_prompt(style) for style in SYSTEM_PROMPTS]
+    for text in texts:
+        assert all(level in text for level in LEVELS) and "<answer> </answer>" in text
+    assert [len(t) for t in texts] == sorted((len(t) for t in texts), reverse=True)
+    with pytest.raises(ValueError, match="unknown system prompt style"):
+        system_prompt("brief")
 
 
 def test_user_turn_has_one_or_two_segments_then_the_prompt() -> None:
