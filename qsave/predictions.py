@@ -173,6 +173,7 @@ def evaluate_models(
     explain: Collection[str] = (),
     eval_cfg: EvalConfig | None = None,
     progress: bool = False,
+    baseline_alongside: bool = True,
 ) -> tuple[Evaluation, dict[str, pd.DataFrame]]:
     """Score every model (name → path/id/URI; ``candidate`` is the primary) on ``split`` of ``manifest``
     and evaluate them side by side, with the classical feature baseline (fitted on the train split,
@@ -180,27 +181,34 @@ def evaluate_models(
 
     The models named in ``explain`` also generate their full answers, so the evaluation scores their
     reasons against the raters' (precision, recall, F1 per code). Leave an untrained base out: it never
-    stops writing, and every answer would run to ``cfg.max_new_tokens``."""
-    from concurrent.futures import ThreadPoolExecutor
+    stops writing, and every answer would run to ``cfg.max_new_tokens``.
 
-    from qsave.baseline import run_baseline
+    ``baseline_alongside``: the baseline (decoding and features in its worker processes, then the trees)
+    starts in a background thread before the models score, so the two share the cores
+    (``benchmarks/bench_evaluation_speed.py``); ``False`` fits it after the models (one core, or too
+    little memory for both). The numbers are the same either way; an error in either stops the evaluation."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    from qsave.baseline import BaselineRun, run_baseline
     from qsave.evaluation import evaluate
 
     rows = manifest[manifest["split"].astype(str) == split].reset_index(drop=True)
     if rows.empty:
         raise ValueError(f"the manifest has no {split!r} rows to evaluate on")
     used = manifest[manifest["split"].astype(str).isin(["train", split])].reset_index(drop=True)
-    # The baseline reads and measures the videos in its own worker processes while the models score here
-    # (one torch thread locally): the two share the machine's cores instead of taking turns.
     with ThreadPoolExecutor(max_workers=1) as background:
-        fitting = background.submit(run_baseline, used, dataset_dir, progress=progress) if baseline else None
+
+        def start_baseline() -> Future[BaselineRun]:
+            return background.submit(run_baseline, used, dataset_dir, progress=progress)
+
+        fitting = start_baseline() if baseline and baseline_alongside else None
         predictions = {
             name: predict_clips(
                 ref, clip_table, rows, replace(cfg, explain=cfg.explain or name in explain), progress
             )
             for name, ref in models.items()
         }
-        if fitting is not None:
-            fitted = fitting.result().predictions
+        if baseline:
+            fitted = (fitting or start_baseline()).result().predictions
             predictions["baseline"] = fitted[fitted["video_id"].isin(set(rows["video_id"].astype(str)))]
     return evaluate(predictions, truth=rows, config=eval_cfg), predictions

@@ -42,7 +42,8 @@ def test_predict_clips_scores_preprocessed_clips_and_reports_the_rest(tmp_path):
         assert probs.sum(axis=1).round(5).eq(1).all()
 
 
-def test_a_baseline_that_cannot_be_fitted_stops_the_evaluation_that_ran_it_alongside(tmp_path):
+@pytest.mark.parametrize("alongside", [True, False])
+def test_a_baseline_that_cannot_be_fitted_stops_the_evaluation_alongside_or_after(tmp_path, alongside):
     manifest = pd.DataFrame(
         {
             "video_id": ["a", "b"],
@@ -53,7 +54,7 @@ def test_a_baseline_that_cannot_be_fitted_stops_the_evaluation_that_ran_it_along
     )
     table = preprocess_shard(manifest, LOCAL_SAMPLER, DecodeLimits(), tmp_path / "cache").table
     with pytest.raises(ValueError, match="no readable 'train' rows to fit the baseline on"):
-        evaluate_models({"candidate": "tiny"}, table, manifest)
+        evaluate_models({"candidate": "tiny"}, table, manifest, baseline_alongside=alongside)
 
 
 def test_cli_eval_with_a_model_on_the_aigve_toy_set(tmp_path, capsys):
