@@ -35,8 +35,7 @@ def main() -> None:
     parser.add_argument(
         "--explain",
         action="store_true",
-        help="the model writes its full answers, as the "
-        "pipeline's candidate does (leave off for an untrained model: it never stops)",
+        help="the candidate writes its full answers, as the pipeline's does (leave off for an untrained one)",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the local profile's: 1)")
     parser.add_argument("--repeats", type=int, default=2)
@@ -55,7 +54,7 @@ def main() -> None:
     clips = read_clip_table(table)
     explain = ("candidate",) if args.explain else ()
     wall: dict[bool, list[float]] = {False: [], True: []}
-    numbers: dict[bool, dict[str, float]] = {}
+    numbers: dict[bool, dict[str, dict[str, float]]] = {}  # per setting: model name → its flat numbers
     for repeat in range(args.repeats):
         for alongside in (False, True):
             start, cpu = time.perf_counter(), time.process_time()
