@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -221,9 +222,10 @@ def extract_features(
     base_dir: str | os.PathLike[str] | None = None,
     config: BaselineConfig | None = None,
     progress: bool = False,
+    stop: threading.Event | None = None,
 ) -> FeatureTable:
     """Features for every manifest row (in ``config.workers`` processes); unreadable videos are listed in
-    ``failures`` with the reason."""
+    ``failures`` with the reason. ``stop``: see :func:`qsave.parallel.map_in_processes`."""
     import pandas as pd
 
     from qsave.parallel import map_in_processes
@@ -234,7 +236,7 @@ def extract_features(
         ({"video_id": i, "video_path": p}, str(resolve_video_path(p, base_dir)), config)
         for i, p in zip(ids, paths, strict=True)
     ]
-    results = list(map_in_processes(_features_row, jobs, config.workers, "baseline features", progress))
+    results = list(map_in_processes(_features_row, jobs, config.workers, "baseline features", progress, stop))
     failed = [r for r in results if "reason" in r]
     read = [r for r in results if "reason" not in r]
     return FeatureTable(
@@ -416,10 +418,12 @@ def run_baseline(
     config: BaselineConfig | None = None,
     train_split: str = "train",
     progress: bool = False,
+    stop: threading.Event | None = None,
 ) -> BaselineRun:
-    """Features for every video, regressors fit on the ``train_split`` rows, predictions for every split."""
+    """Features for every video, regressors fit on the ``train_split`` rows, predictions for every split.
+    ``stop`` ends the feature extraction early (:class:`qsave.parallel.Stopped`)."""
     config = config or BaselineConfig()
-    table = extract_features(manifest, base_dir, config, progress)
+    table = extract_features(manifest, base_dir, config, progress, stop)
     ids = manifest["video_id"].astype(str)
     train_ids = set(ids[manifest["split"].astype(str) == train_split])
     train = table.features[table.features["video_id"].isin(train_ids)]

@@ -6,6 +6,7 @@ into every child. ``fn`` and the items must be picklable (module-level functions
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
@@ -13,24 +14,47 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+class Stopped(RuntimeError):
+    """:func:`map_in_processes` was told to stop before every item was done."""
+
+
 def map_in_processes(
-    fn: Callable[[T], R], items: Sequence[T], workers: int, desc: str, progress: bool = False
+    fn: Callable[[T], R],
+    items: Sequence[T],
+    workers: int,
+    desc: str,
+    progress: bool = False,
+    stop: threading.Event | None = None,
 ) -> Iterator[R]:
-    """``fn(item)`` for every item, in input order, in ``workers`` spawned processes (1: in this one)."""
+    """``fn(item)`` for every item, in input order, in ``workers`` spawned processes (1: in this one).
+
+    ``stop`` (set from another thread) ends the work early: the items not yet started are dropped, those
+    the workers hold are finished, and the iterator raises :class:`Stopped`.
+    """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     from tqdm import tqdm
 
+    def check(done: int) -> None:
+        if stop is not None and stop.is_set():
+            raise Stopped(f"{desc}: stopped after {done} of {len(items)} items")
+
     with tqdm(total=len(items), desc=desc, unit="item", disable=not progress) as bar:
         if workers <= 1 or len(items) <= 1:
-            for item in items:
+            for done, item in enumerate(items):
+                check(done)
                 yield fn(item)
                 bar.update()
             return
         chunk = max(1, min(8, len(items) // (4 * workers)))
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            for result in pool.map(fn, items, chunksize=chunk):
+            for done, result in enumerate(pool.map(fn, items, chunksize=chunk)):
+                try:
+                    check(done)
+                except Stopped:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
                 yield result
                 bar.update()

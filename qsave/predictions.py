@@ -186,7 +186,9 @@ def evaluate_models(
     ``baseline_alongside``: the baseline (decoding and features in its worker processes, then the trees)
     starts in a background thread before the models score, so the two share the cores
     (``benchmarks/bench_evaluation_speed.py``); ``False`` fits it after the models (one core, or too
-    little memory for both). The numbers are the same either way; an error in either stops the evaluation."""
+    little memory for both). The numbers are the same either way; an error in either stops the evaluation
+    (a model's error stops a running baseline after the videos its workers hold)."""
+    import threading
     from concurrent.futures import Future, ThreadPoolExecutor
 
     from qsave.baseline import BaselineRun, run_baseline
@@ -196,18 +198,23 @@ def evaluate_models(
     if rows.empty:
         raise ValueError(f"the manifest has no {split!r} rows to evaluate on")
     used = manifest[manifest["split"].astype(str).isin(["train", split])].reset_index(drop=True)
+    stop = threading.Event()
     with ThreadPoolExecutor(max_workers=1) as background:
 
         def start_baseline() -> Future[BaselineRun]:
-            return background.submit(run_baseline, used, dataset_dir, progress=progress)
+            return background.submit(run_baseline, used, dataset_dir, progress=progress, stop=stop)
 
         fitting = start_baseline() if baseline and baseline_alongside else None
-        predictions = {
-            name: predict_clips(
-                ref, clip_table, rows, replace(cfg, explain=cfg.explain or name in explain), progress
-            )
-            for name, ref in models.items()
-        }
+        try:
+            predictions = {
+                name: predict_clips(
+                    ref, clip_table, rows, replace(cfg, explain=cfg.explain or name in explain), progress
+                )
+                for name, ref in models.items()
+            }
+        except BaseException:
+            stop.set()  # leaving the pool waits for the baseline: let it stop rather than finish
+            raise
         if baseline:
             fitted = (fitting or start_baseline()).result().predictions
             predictions["baseline"] = fitted[fitted["video_id"].isin(set(rows["video_id"].astype(str)))]

@@ -57,6 +57,28 @@ def test_a_baseline_that_cannot_be_fitted_stops_the_evaluation_alongside_or_afte
         evaluate_models({"candidate": "tiny"}, table, manifest, baseline_alongside=alongside)
 
 
+def test_a_model_that_fails_stops_the_baseline_running_alongside(tmp_path, monkeypatch):
+    import threading
+
+    import qsave.baseline
+    from qsave.parallel import Stopped
+
+    told: list[bool] = []
+
+    def waiting_baseline(*args, stop: threading.Event, **kwargs):
+        told.append(stop.wait(timeout=60))  # a real baseline checks the same event between videos
+        raise Stopped("baseline features: stopped")
+
+    monkeypatch.setattr(qsave.baseline, "run_baseline", waiting_baseline)
+    manifest = pd.DataFrame(
+        {"video_id": ["a"], "video_path": [str(LAVIE[0])], "prompt": ["a beach"], "split": ["test"]}
+    )
+    table = preprocess_shard(manifest, LOCAL_SAMPLER, DecodeLimits(), tmp_path / "cache").table
+    with pytest.raises(OSError, match="cannot load model"):
+        evaluate_models({"candidate": str(tmp_path / "no-such-model")}, table, manifest)
+    assert told == [True]
+
+
 def test_cli_eval_with_a_model_on_the_aigve_toy_set(tmp_path, capsys):
     manifest = tmp_path / "aigve.parquet"
     assert (
