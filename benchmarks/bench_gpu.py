@@ -20,6 +20,12 @@ measured) into ``--out``.
    sampler. LoRA (r = 16 on the language model's linear layers) and full fine-tuning; then scoring
    throughput (the four level slots, greedy, as ``qsave score`` reads them). Prints seconds per step,
    clips and visual tokens per second, and peak memory.
+3. **GRPO at the 8B shape** (``8b-grpo``, run before part 2) — the same random model saved once, loaded
+   as :func:`qsave.grpo.run_grpo` loads a stage's input, and trained a few steps with the ``qwen3-vl-8b``
+   profile's GRPO config (groups of 4 completions of up to 256 tokens, β = 0.04) through ``build_trainer``:
+   LoRA (the reference is the policy with its adapter off) and full fine-tuning (trl loads a second copy
+   as the reference). Prints seconds per step, completion lengths, KL, the vision tower's calls in the
+   policy and the reference, and peak memory.
 
     .venv/bin/python benchmarks/bench_gpu.py --prepare --work .gpu
     python3 benchmarks/bench_gpu.py --run --work .gpu --out results/    # where the GPU is
@@ -78,7 +84,10 @@ QWEN3_VL_8B_VISION: dict[str, Any] = {
 }
 """Qwen/Qwen3-VL-8B-Instruct's vision tower (its ``config.json``'s ``vision_config``)."""
 SMALL_SHAPE = {"num_hidden_layers": 2, "hidden_size": 256, "intermediate_size": 512, "vocab_size": 4096}
-"""``--small``: the same graph at a size a CPU checks in seconds (vision depth 9 keeps DeepStack's layers)."""
+SMALL_VISION = {
+    "depth": 9, "deepstack_visual_indexes": [2, 5, 8], "hidden_size": 128, "intermediate_size": 256,
+}  # fmt: skip
+"""``--small``: the same graph at a size a CPU checks in minutes (vision depth 9 keeps DeepStack's layers)."""
 
 
 # --------------------------------------------------------------------------------------------- prepare
@@ -149,10 +158,45 @@ def step_timer() -> Any:
     return StepTimer()
 
 
+def no_final_checkpoint() -> Any:
+    """A Trainer callback that stops the checkpoint a ``steps`` save strategy writes after the last step
+    (an 8B full fine-tune's is ~50 GB with its optimizer state: more than a lent machine's disk holds)."""
+    from transformers import TrainerCallback
+
+    class NoFinalCheckpoint(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            control.should_save = False
+            return control
+
+    return NoFinalCheckpoint()
+
+
 def steady(seconds: list[float], skip: int = 2) -> float:
     """Median seconds per step after the first ``skip`` (compilation, allocator and cache warm-up)."""
     rest = seconds[skip:] or seconds
     return round(statistics.median(rest), 4) if rest else float("nan")
+
+
+def count_calls(module: Any, calls: dict[str, int], key: str) -> None:
+    """Add one to ``calls[key]`` at every forward call of ``module``."""
+
+    def hook(*_: Any) -> None:
+        calls[key] += 1
+
+    module.register_forward_hook(hook)
+
+
+def fresh_peak() -> None:
+    """Free what earlier runs left on the GPU (their trainers hold reference cycles, so ``del`` alone
+    does not) and restart the peak-memory count."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
 
 
 def peak_gib() -> float:
@@ -176,7 +220,6 @@ def last_logged(metrics: Path, keys: tuple[str, ...]) -> dict[str, float]:
 def stages_on(device: str, work: Path, out: Path, steps: dict[str, int]) -> dict[str, Any]:
     """SFT → GRPO → final SFT of the local recipe on ``device`` (``cpu``: float32 as shipped; ``cuda``:
     bf16), ``steps`` optimizer steps each; seconds per step and the last logged losses/rewards."""
-    import torch
 
     from qsave.grpo import run_grpo
     from qsave.preprocess import exported_sampler, read_exported
@@ -197,8 +240,7 @@ def stages_on(device: str, work: Path, out: Path, steps: dict[str, int]) -> dict
         cfg = dataclasses.replace(
             cfg, max_steps=steps[name], save_steps=10**6, profile=dataclasses.replace(cfg.profile, **gpu)
         )
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
+        fresh_peak()
         timer = step_timer()
         started = time.perf_counter()
         model = run(
@@ -231,7 +273,7 @@ def big_model(processor: Any, small: bool, attn: str) -> Any:
     tokenizer = processor.tokenizer
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     text = {**QWEN3_VL_8B_TEXT, "pad_token_id": ids["<|endoftext|>"], **(SMALL_SHAPE if small else {})}
-    vision = {**QWEN3_VL_8B_VISION, **({"depth": 9, "deepstack_visual_indexes": [2, 5, 8]} if small else {})}
+    vision = {**QWEN3_VL_8B_VISION, **(SMALL_VISION if small else {})}
     vision["out_hidden_size"] = text["hidden_size"]
     config = Qwen3VLConfig(
         text_config=text,
@@ -293,9 +335,7 @@ def big_shape(work: Path, out: Path, steps: int, small: bool, batch: int) -> dic
     report["per_device_batch_size"] = batch
     report["sequence_length"] = int(sample["input_ids"].shape[1])
     for mode, lora in (("lora", LoraSettings(enabled=True)), ("full", LoraSettings())):
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
+        fresh_peak()
         model = prepare_for_training(big_model(processor, small, attn), lora)
         trainable, total = trainable_parameters(model)
         cfg = dataclasses.replace(
@@ -306,7 +346,8 @@ def big_shape(work: Path, out: Path, steps: int, small: bool, batch: int) -> dic
         timer = step_timer()
         trainer = dual_supervision_trainer_class()(
             model=model, args=args, train_dataset=dataset, data_collator=collator, processing_class=processor,
-            callbacks=[timer], lam=cfg.lam, vision_lr_multiplier=cfg.vision_lr_multiplier,
+            callbacks=[timer, no_final_checkpoint()], lam=cfg.lam,
+            vision_lr_multiplier=cfg.vision_lr_multiplier,
         )  # fmt: skip
         trainer.train()
         per_step = steady(timer.seconds)
@@ -329,6 +370,107 @@ def big_shape(work: Path, out: Path, steps: int, small: bool, batch: int) -> dic
             print("8b scoring", json.dumps(report["scoring"]), flush=True)
         del model
     return report
+
+
+def big_grpo(
+    work: Path,
+    out: Path,
+    steps: int,
+    small: bool,
+    modes: list[str],
+    report: dict[str, Any],
+    save: Callable[[], None],
+    completion: int = 0,
+) -> None:
+    """GRPO steps of the 8B shape with the ``qwen3-vl-8b`` profile's GRPO config on the AIGVE clips.
+
+    The random model is saved once and each mode loads it the way :func:`qsave.grpo.run_grpo` does
+    (``load_for_training``, then ``build_trainer``; full fine-tuning's reference model is loaded by trl from
+    that directory, LoRA's is the policy with its adapter off). Forward hooks count the vision tower's
+    calls (policy and reference), so the report shows the video reaching the rollouts and both
+    log-prob passes at this shape."""
+    import torch
+    from transformers import AutoProcessor
+
+    from qsave.grpo import build_trainer, grpo_row
+    from qsave.manifest import read_manifest
+    from qsave.modeling import PROMPT_FILE
+    from qsave.preprocess import read_exported
+    from qsave.recipe import Recipe, stage_configs
+    from qsave.synthetic import MANIFEST_NAME
+    from qsave.training import (
+        LoraSettings,
+        load_examples,
+        load_for_training,
+        resolve_attn_implementation,
+        trainable_parameters,
+    )
+
+    _, grpo, _ = stage_configs(Recipe(profile="qwen3-vl-8b"))
+    assert grpo is not None
+    if completion:
+        grpo = dataclasses.replace(grpo, max_completion_length=completion)
+    profile = dataclasses.replace(
+        grpo.profile, distributed="none", distributed_config="", use_cpu=not torch.cuda.is_available()
+    )
+    attn = resolve_attn_implementation(profile.attn_implementation)
+    base_dir = out / "8b-base"
+    processor = AutoProcessor.from_pretrained(work / "tiny")
+    started = time.perf_counter()
+    # the tokenizer's files without the tiny model's prompt record: the hub model's ("full") prompt
+    shutil.rmtree(base_dir, ignore_errors=True)  # a run cut short leaves it
+    shutil.copytree(work / "tiny", base_dir, ignore=shutil.ignore_patterns("*.safetensors", PROMPT_FILE))
+    model = big_model(processor, small, attn)
+    model.save_pretrained(base_dir)
+    del model
+    report["save_base_s"] = round(time.perf_counter() - started, 1)
+    manifest = read_manifest(work / "aigve" / "dataset" / MANIFEST_NAME)
+    examples, _ = load_examples(manifest, read_exported(work / "aigve" / "clips"), None)
+    report["config"] = {
+        "num_generations": grpo.num_generations,
+        "per_device_train_batch_size": grpo.per_device_train_batch_size,
+        "max_completion_length": grpo.max_completion_length,
+        "beta": grpo.beta,
+        "attn_implementation": attn,
+    }
+    for mode in modes:
+        lora = LoraSettings(enabled=mode == "lora")
+        cfg = dataclasses.replace(
+            grpo, max_steps=steps, gradient_accumulation_steps=1, save_steps=10**6, lora=lora, profile=profile
+        )
+        fresh_peak()
+        started = time.perf_counter()
+        model, processor = load_for_training(str(base_dir), cfg.profile, LoraSettings(enabled=False))
+        calls = {"policy": 0, "reference": 0}
+        count_calls(model.model.visual, calls, "policy")
+        timer = step_timer()
+        trainer = build_trainer(
+            model, processor, [grpo_row(e) for e in examples], cfg, out / f"8b-grpo-{mode}",
+            [timer, no_final_checkpoint()],
+        )  # fmt: skip
+        if trainer.ref_model is not None:
+            count_calls(trainer.ref_model.model.visual, calls, "reference")
+        set_up = time.perf_counter() - started
+        trainer.train()
+        trainable, total = trainable_parameters(trainer.model)
+        logged, nan = [r for r in trainer.state.log_history if "reward" in r], float("nan")
+        report[mode] = {
+            "parameters": total,
+            "trainable": trainable,
+            "load_and_set_up_s": round(set_up, 1),
+            "steps": len(timer.seconds),
+            "s_per_step": steady(timer.seconds, skip=1),
+            "step_s": [round(t, 2) for t in timer.seconds],
+            "completions_per_step": cfg.per_device_train_batch_size,
+            "mean_completion_length": [round(r.get("completions/mean_length", nan), 1) for r in logged],
+            "kl": [round(r.get("kl", nan), 5) for r in logged],
+            "vision_tower_calls": dict(calls),
+            "peak_gpu_gib": peak_gib(),
+        }
+        print("8b grpo", mode, json.dumps(report[mode]), flush=True)
+        save()
+        del trainer, model
+    shutil.rmtree(base_dir, ignore_errors=True)
 
 
 def scoring_rate(
@@ -380,7 +522,15 @@ def main() -> None:
     parser.add_argument("--grpo-steps", type=int, default=8)
     parser.add_argument("--big-steps", type=int, default=8, help="optimizer steps per 8B-shape run")
     parser.add_argument("--batch", type=int, default=2, help="8B shape: clips a step (at most all clips)")
-    parser.add_argument("--parts", nargs="+", default=["stages", "8b"], choices=["stages", "8b"])
+    parser.add_argument(
+        "--parts", nargs="+", default=["stages", "8b-grpo", "8b"], choices=["stages", "8b-grpo", "8b"],
+        help="run in this order: stages, 8b-grpo, 8b",
+    )  # fmt: skip
+    parser.add_argument("--grpo-modes", nargs="+", default=["lora", "full"], choices=["lora", "full"])
+    parser.add_argument("--big-grpo-steps", type=int, default=3, help="GRPO steps per 8B-shape mode")
+    parser.add_argument(
+        "--big-grpo-completion", type=int, default=0, help="8B GRPO: completion tokens at most (0: profile's)"
+    )
     parser.add_argument("--devices", nargs="+", default=["cpu", "cuda"], help="part 1's devices")
     parser.add_argument("--small", action="store_true", help="8B graph at a few layers (a CPU check)")
     args = parser.parse_args()
@@ -408,6 +558,12 @@ def main() -> None:
             }
             print("CUDA/CPU time per step:", json.dumps(results["cuda_over_cpu_time"]), flush=True)
             save()
+    if "8b-grpo" in args.parts:
+        results["qwen3_vl_8b_shape_grpo"] = {}
+        big_grpo(
+            args.work, args.out / "runs", args.big_grpo_steps, args.small, args.grpo_modes,
+            results["qwen3_vl_8b_shape_grpo"], save, args.big_grpo_completion,
+        )  # fmt: skip
     if "8b" in args.parts:
         results["qwen3_vl_8b_shape"] = big_shape(
             args.work, args.out / "runs", args.big_steps, args.small, args.batch
