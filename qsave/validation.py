@@ -215,7 +215,7 @@ def _probe_all(
         return None
 
     unique = sorted(set(paths.values()))
-    # each probe runs in its own forked child (qsave.video.run_isolated): threads only wait on pipes
+    # each probe runs in the thread's decoder process (qsave.video.run_isolated): threads only wait on pipes
     with ThreadPoolExecutor(max_workers=max(1, cfg.probe_workers)) as pool:
         outcomes = list(
             tqdm(

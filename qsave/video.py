@@ -1,9 +1,10 @@
 """The one place that opens video files: a safe probe and a fast frame reader.
 
-Every decode of a (possibly hostile) file runs in a forked child process with a hard timeout
+Every decode of a (possibly hostile) file runs in a forked decoder process with a hard timeout
 (:func:`run_isolated`): a file that hangs or crashes the decoder costs at most ``timeout_s`` and ends in a
-:class:`VideoError`, never a hung or dead caller. The child returns small results pickled through a pipe
-and frame arrays as raw bytes, so the overhead is a fork plus one copy.
+:class:`VideoError`, never a hung or dead caller. The process returns small results pickled through a pipe
+and frame arrays as raw bytes; it serves one thread's calls one after another and is replaced after any
+error, so the overhead of a call is a message and one copy.
 
 Order of checks in :func:`probe` (cheap first): the file exists and is non-empty and not too large; the
 container header (PyAV, no decoding) has a video stream, a resolution, fps, declared frame count and
@@ -24,6 +25,7 @@ import math
 import os
 import signal
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -107,8 +109,8 @@ def _send_result(conn: Connection, value: Any) -> None:
     ]
     conn.send(("ok", isinstance(value, tuple), header))
     for item in items:
-        if isinstance(item, np.ndarray):
-            conn.send_bytes(np.ascontiguousarray(item).data.cast("B"))
+        if isinstance(item, np.ndarray):  # (a memoryview of an empty array cannot be cast)
+            conn.send_bytes(np.ascontiguousarray(item).data.cast("B") if item.nbytes else b"")
 
 
 def _receive_result(conn: Connection, is_tuple: bool, header: list[tuple[Any, ...]]) -> Any:
@@ -128,19 +130,30 @@ def _receive_result(conn: Connection, is_tuple: bool, header: list[tuple[Any, ..
     return tuple(items) if is_tuple else items[0]
 
 
-def _child(conn: Connection, fn: Callable[..., Any], args: tuple[Any, ...], path: str) -> None:
+WORKER_CALLS: Final = 64
+"""Calls a decoder process serves before it is replaced (bounds what a decoder's leaks can grow to)."""
+
+
+def _serve(conn: Connection) -> None:
+    """The decoder process's loop: run each ``(fn, args, path)`` it is sent, send back the result."""
+    path = "?"
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)  # decoders print to stderr; the error travels back
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)
-        try:
-            result = fn(*args)
-        except VideoError as exc:
-            conn.send(("error", exc.reason, exc.detail))
-        except Exception as exc:
-            conn.send(("error", "undecodable", f"{type(exc).__name__}: {str(exc).strip()[-300:]}"))
-        else:
-            _send_result(conn, result)
+        while True:
+            try:
+                fn, args, path = conn.recv()
+            except EOFError:  # the caller is gone or let it go
+                break
+            try:
+                result = fn(*args)
+            except VideoError as exc:
+                conn.send(("error", exc.reason, exc.detail))
+            except Exception as exc:
+                conn.send(("error", "undecodable", f"{type(exc).__name__}: {str(exc).strip()[-300:]}"))
+            else:
+                _send_result(conn, result)
     except BaseException:  # never let the child return into the caller's code
         with contextlib.suppress(BaseException):
             conn.send(("error", "undecodable", f"decoder child failed for {path}"))
@@ -148,47 +161,117 @@ def _child(conn: Connection, fn: Callable[..., Any], args: tuple[Any, ...], path
         os._exit(0)
 
 
-def run_isolated(fn: Callable[..., Any], *args: Any, timeout_s: float, path: str | os.PathLike[str]) -> Any:
-    """Run ``fn(*args)`` in a forked child; return its result or raise :class:`VideoError` for ``path``.
+_fork_lock = threading.Lock()  # one pipe-and-fork at a time: no decoder inherits another's child end
+_live: weakref.WeakSet[_Worker] = weakref.WeakSet()
+_local = threading.local()
 
-    The child is killed when it has not answered within ``timeout_s`` (reason ``decode_timeout``); a
-    child that dies (e.g. a decoder segfault) gives ``undecodable``. ``fn`` may return any picklable value,
-    numpy arrays (alone or inside a tuple) travel as raw bytes. Uses ``os.fork`` directly, so it also works
-    inside daemonic workers (e.g. a torch DataLoader) and from threads.
+
+def _end_worker(pid: int, conn: Connection, owner: int) -> None:
+    """Kill and reap a decoder process (idle or stuck) — only in the process that started it; elsewhere
+    (a forked copy of the owner) just close the inherited end of its pipe."""
+    if os.getpid() == owner:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+    conn.close()
+
+
+class _Worker:
+    """A forked decoder process serving one thread's isolated calls, one after another."""
+
+    def __init__(self) -> None:
+        from multiprocessing import Pipe
+
+        with _fork_lock:
+            conn, child_end = Pipe()
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - runs in the child, which always exits via os._exit
+                conn.close()
+                _serve(child_end)
+            child_end.close()
+            self.pid, self.conn, self.owner, self.calls = pid, conn, os.getpid(), 0
+            _live.add(self)
+        self._end = weakref.finalize(self, _end_worker, pid, conn, self.owner)  # also at exit
+
+    def retire(self) -> None:
+        with _fork_lock:
+            _live.discard(self)
+        self._end()
+
+    def died(self) -> str:
+        """Reap the process after its pipe closed; how it ended."""
+        _, status = os.waitpid(self.pid, 0)
+        self._end.detach()
+        with _fork_lock:
+            _live.discard(self)
+        self.conn.close()
+        if os.WIFSIGNALED(status):
+            return f"signal {signal.Signals(os.WTERMSIG(status)).name}"
+        return f"exit code {os.WEXITSTATUS(status)}"
+
+
+def _forget_inherited_workers() -> None:
+    """In a forked child: the parent's decoder processes are not ours; close our copies of their pipes
+    (and take a fresh lock: another thread of the parent may have held it at the fork)."""
+    global _fork_lock
+    _fork_lock = threading.Lock()
+    for worker in list(_live):
+        worker._end.detach()
+        worker.conn.close()
+    _live.clear()
+    _local.__dict__.clear()
+
+
+os.register_at_fork(after_in_child=_forget_inherited_workers)
+
+
+def _thread_worker() -> _Worker:
+    worker: _Worker | None = getattr(_local, "worker", None)
+    if worker is None or worker.owner != os.getpid():
+        worker = _local.worker = _Worker()
+    return worker
+
+
+def run_isolated(fn: Callable[..., Any], *args: Any, timeout_s: float, path: str | os.PathLike[str]) -> Any:
+    """Run ``fn(*args)`` in a decoder process; return its result or raise :class:`VideoError` for ``path``.
+
+    Each thread has its own decoder process, forked on first use, that serves calls one after another
+    (a fork per call cost 15–30 ms, more than decoding a small clip: ``benchmarks/bench_isolation.py``).
+    A process that has not answered within ``timeout_s`` is killed (reason ``decode_timeout``); one that
+    dies (e.g. a decoder segfault) gives ``undecodable``. Either way, and after any error or
+    :data:`WORKER_CALLS` calls, the next call starts a fresh process, so a file that upset a decoder never
+    shares one with the files after it. ``fn`` must pickle by reference (a module-level function); it may
+    return any picklable value, numpy arrays (alone or inside a tuple) travel as raw bytes. Uses
+    ``os.fork`` directly, so it also works inside daemonic workers (e.g. a torch DataLoader) and threads.
     """
     path = str(path)
-    read_fd, write_fd = os.pipe()
-    reader, writer = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child, which always exits via os._exit
-        reader.close()
-        _child(writer, fn, args, path)
-    writer.close()
-    finished = False
+    worker = _thread_worker()
     try:
-        if not reader.poll(timeout_s):
+        worker.conn.send((fn, args, path))
+    except OSError:  # the idle process was killed from outside: start another
+        worker.retire()
+        worker = _local.worker = _Worker()
+        worker.conn.send((fn, args, path))
+    keep = False
+    try:
+        if not worker.conn.poll(timeout_s):
             raise VideoError(path, "decode_timeout", f"decoding took longer than {timeout_s:g} s; killed it")
         try:
-            message = reader.recv()
-        except EOFError:
-            _, status = os.waitpid(pid, 0)
-            finished = True
-            cause = (
-                f"signal {signal.Signals(os.WTERMSIG(status)).name}"
-                if os.WIFSIGNALED(status)
-                else f"exit code {os.WEXITSTATUS(status)}"
-            )
-            raise VideoError(path, "undecodable", f"the decoder process died ({cause})") from None
+            message = worker.conn.recv()
+        except (EOFError, ConnectionResetError):  # reset: it died with our request unread
+            _local.worker = None
+            raise VideoError(path, "undecodable", f"the decoder process died ({worker.died()})") from None
         if message[0] == "error":
             raise VideoError(path, message[1], message[2])
-        return _receive_result(reader, message[1], message[2])
+        result = _receive_result(worker.conn, message[1], message[2])
+        worker.calls += 1
+        keep = worker.calls < WORKER_CALLS
+        return result
     finally:
-        reader.close()
-        if not finished:
-            with contextlib.suppress(ProcessLookupError):
-                if os.waitpid(pid, os.WNOHANG) == (0, 0):
-                    os.kill(pid, signal.SIGKILL)
-                    os.waitpid(pid, 0)
+        if not keep and getattr(_local, "worker", None) is worker:
+            _local.worker = None
+            worker.retire()
 
 
 # --------------------------------------------------------------------------- checks

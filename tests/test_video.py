@@ -6,13 +6,15 @@ import os
 import signal
 import struct
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import SHARED_DATA
 
-from qsave.video import DecodeLimits, VideoError, probe, read_frames, run_isolated
+from qsave.video import WORKER_CALLS, DecodeLimits, VideoError, probe, read_frames, run_isolated
 
 AIGVE_CLIP = SHARED_DATA / "aigve-bench-toy" / "videos" / "cogvideox_0.mp4"
 LAVIE_CLIP = (
@@ -209,3 +211,46 @@ def test_run_isolated_times_out_survives_crashes_and_returns_arrays() -> None:
     meta, big, empty = run_isolated(_arrays, 200, timeout_s=5, path="x")
     assert meta == "meta" and big[:, 0].tolist() == [i % 256 for i in range(200)] and empty.shape == (0, 3)
     assert run_isolated(int, "7", timeout_s=5, path="x") == 7
+
+
+def _refuse(path: str) -> None:
+    raise VideoError(path, "undecodable", "not a video")
+
+
+def _in_thread(fn: Callable[[], int]) -> int:
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(fn).result()
+
+
+def test_run_isolated_reuses_a_decoder_process_until_an_error_or_its_call_limit() -> None:
+    def pid() -> int:
+        return int(run_isolated(os.getpid, timeout_s=5, path="x"))
+
+    first = pid()
+    assert first != os.getpid()
+    run_isolated(_arrays, 0, timeout_s=5, path="x")  # empty arrays keep the protocol in step
+    assert pid() == first
+    with pytest.raises(VideoError, match="not a video"):
+        run_isolated(_refuse, "bad.mp4", timeout_s=5, path="bad.mp4")
+    after_error = pid()
+    assert after_error != first  # a file that failed never shares a decoder with the next one
+    served = {pid() for _ in range(WORKER_CALLS + 1)}
+    assert len(served) == 2 and after_error in served  # replaced once its call limit is reached
+    assert _in_thread(pid) not in served | {os.getpid()}  # each thread has its own
+
+
+def test_a_forked_child_gets_its_own_decoder_process_and_leaves_the_parents_alone() -> None:
+    before = int(run_isolated(os.getpid, timeout_s=5, path="x"))
+    read_fd, write_fd = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe and exits
+        try:
+            os.write(write_fd, str(run_isolated(os.getpid, timeout_s=5, path="x")).encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    os.waitpid(child, 0)
+    in_child = int(os.read(read_fd, 64).decode())
+    os.close(read_fd)
+    assert in_child not in {before, child, os.getpid()}
+    assert int(run_isolated(os.getpid, timeout_s=5, path="x")) == before
