@@ -140,7 +140,7 @@ def step_timer() -> Any:
     """A Trainer callback recording the wall time between optimizer steps (``.seconds``)."""
     from transformers import TrainerCallback
 
-    class StepTimer(TrainerCallback):  # type: ignore[misc]
+    class StepTimer(TrainerCallback):
         def __init__(self) -> None:
             self.seconds: list[float] = []
             self.last = 0.0
@@ -262,6 +262,17 @@ def stages_on(device: str, work: Path, out: Path, steps: dict[str, int]) -> dict
 # --------------------------------------------------------------------------------------------- part 2
 
 
+def aigve_examples(work: Path) -> tuple[list[Any], list[Any]]:
+    """The AIGVE rows ``--prepare`` wrote, as training examples over their clips, and the rows skipped."""
+    from qsave.manifest import read_manifest
+    from qsave.preprocess import read_exported
+    from qsave.synthetic import MANIFEST_NAME
+    from qsave.training import load_examples
+
+    manifest = read_manifest(work / "aigve" / "dataset" / MANIFEST_NAME)
+    return load_examples(manifest, read_exported(work / "aigve" / "clips"), None)
+
+
 def big_model(processor: Any, small: bool, attn: str) -> Any:
     """Qwen3-VL-8B-Instruct's architecture with random bf16 weights, built on the GPU, ids from
     ``processor``'s tokenizer (``small``: the same graph, a few layers, for a CPU check)."""
@@ -297,23 +308,19 @@ def big_shape(work: Path, out: Path, steps: int, small: bool, batch: int) -> dic
     import torch
     from transformers import AutoProcessor, TrainingArguments
 
-    from qsave.manifest import read_manifest
-    from qsave.preprocess import load_clip, read_exported
+    from qsave.preprocess import load_clip
     from qsave.sft import dual_supervision_trainer_class, profile_configs
-    from qsave.synthetic import MANIFEST_NAME
     from qsave.training import (
         LoraSettings,
         SupervisedCollator,
         SupervisedDataset,
-        load_examples,
         prepare_for_training,
         resolve_attn_implementation,
         trainable_parameters,
     )
 
     processor = AutoProcessor.from_pretrained(work / "tiny")
-    manifest = read_manifest(work / "aigve" / "dataset" / MANIFEST_NAME)
-    examples, skipped = load_examples(manifest, read_exported(work / "aigve" / "clips"), None)
+    examples, skipped = aigve_examples(work)
     base = profile_configs("qwen3-vl-8b")["sft"]
     attn = resolve_attn_implementation(base.profile.attn_implementation)
     profile = dataclasses.replace(
@@ -393,14 +400,10 @@ def big_grpo(
     from transformers import AutoProcessor
 
     from qsave.grpo import build_trainer, grpo_row
-    from qsave.manifest import read_manifest
     from qsave.modeling import PROMPT_FILE
-    from qsave.preprocess import read_exported
     from qsave.recipe import Recipe, stage_configs
-    from qsave.synthetic import MANIFEST_NAME
     from qsave.training import (
         LoraSettings,
-        load_examples,
         load_for_training,
         resolve_attn_implementation,
         trainable_parameters,
@@ -424,8 +427,7 @@ def big_grpo(
     model.save_pretrained(base_dir)
     del model
     report["save_base_s"] = round(time.perf_counter() - started, 1)
-    manifest = read_manifest(work / "aigve" / "dataset" / MANIFEST_NAME)
-    examples, _ = load_examples(manifest, read_exported(work / "aigve" / "clips"), None)
+    examples, _ = aigve_examples(work)
     report["config"] = {
         "num_generations": grpo.num_generations,
         "per_device_train_batch_size": grpo.per_device_train_batch_size,

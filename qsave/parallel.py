@@ -50,11 +50,9 @@ def map_in_processes(
         chunk = max(1, min(8, len(items) // (4 * workers)))
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            # leaving this loop early (a stop, fn's error) closes pool.map's iterator, which cancels the
+            # items not started; the pool's exit then waits only for those the workers hold
             for done, result in enumerate(pool.map(fn, items, chunksize=chunk)):
-                try:
-                    check(done)
-                except Stopped:
-                    pool.shutdown(wait=True, cancel_futures=True)
-                    raise
+                check(done)
                 yield result
                 bar.update()

@@ -216,6 +216,8 @@ def evaluate_models(
             stop.set()  # leaving the pool waits for the baseline: let it stop rather than finish
             raise
         if baseline:
-            fitted = (fitting or start_baseline()).result().predictions
+            if fitting is None:
+                fitting = start_baseline()
+            fitted = fitting.result().predictions
             predictions["baseline"] = fitted[fitted["video_id"].isin(set(rows["video_id"].astype(str)))]
     return evaluate(predictions, truth=rows, config=eval_cfg), predictions
