@@ -57,11 +57,13 @@ def clip_records(
     manifest: pd.DataFrame,
     cfg: PredictConfig = PredictConfig(),
     progress: bool = False,
+    desc: str = "predict",
 ) -> list[dict[str, Any]]:
     """``qsave score`` records for the preprocessed clips of ``manifest``'s rows (no decoding), in row order.
 
     ``clip_table`` maps ``video_id`` → absolute ``clip_path`` and ``status`` (see
-    :func:`qsave.preprocess.read_exported`); rows without a usable clip get an error record.
+    :func:`qsave.preprocess.read_exported`); rows without a usable clip get an error record. ``desc``
+    names the progress bar (which model, when several score side by side).
     """
     from tqdm import tqdm
 
@@ -81,18 +83,20 @@ def clip_records(
             records[video_id] = {"video_id": video_id, "prompt": prompt, "error": reason}
         else:
             requests.append(ScoreRequest(video_id, str(clip.clip_path), prompt))
-    for start in tqdm(range(0, len(requests), cfg.batch_size), desc="predict", disable=not progress):
-        batch: Sequence[ScoreRequest] = requests[start : start + cfg.batch_size]
-        results = score_clips(
-            model,
-            processor,
-            [load_clip(r.path) for r in batch],
-            [r.prompt for r in batch],
-            explain=cfg.explain,
-            max_new_tokens=cfg.max_new_tokens,
-        )
-        for request, result in zip(batch, results, strict=True):
-            records[request.video_id] = score_record(request, result, {})
+    with tqdm(total=len(requests), desc=desc, unit="video", disable=not progress) as bar:
+        for start in range(0, len(requests), cfg.batch_size):
+            batch: Sequence[ScoreRequest] = requests[start : start + cfg.batch_size]
+            results = score_clips(
+                model,
+                processor,
+                [load_clip(r.path) for r in batch],
+                [r.prompt for r in batch],
+                explain=cfg.explain,
+                max_new_tokens=cfg.max_new_tokens,
+            )
+            for request, result in zip(batch, results, strict=True):
+                records[request.video_id] = score_record(request, result, {})
+            bar.update(len(batch))
     return [records[v] for v in manifest["video_id"].astype(str)]
 
 
@@ -102,9 +106,10 @@ def predict_clips(
     manifest: pd.DataFrame,
     cfg: PredictConfig = PredictConfig(),
     progress: bool = False,
+    desc: str = "predict",
 ) -> pd.DataFrame:
     """:func:`clip_records` as a prediction frame."""
-    return records_to_frame(clip_records(model_name_or_path, clip_table, manifest, cfg, progress))
+    return records_to_frame(clip_records(model_name_or_path, clip_table, manifest, cfg, progress, desc))
 
 
 def srcc_by_dimension(predictions: pd.DataFrame, manifest: pd.DataFrame) -> dict[str, float]:
@@ -208,7 +213,12 @@ def evaluate_models(
         try:
             predictions = {
                 name: predict_clips(
-                    ref, clip_table, rows, replace(cfg, explain=cfg.explain or name in explain), progress
+                    ref,
+                    clip_table,
+                    rows,
+                    replace(cfg, explain=cfg.explain or name in explain),
+                    progress,
+                    desc=f"predict {name}",
                 )
                 for name, ref in models.items()
             }

@@ -23,7 +23,7 @@ def test_error_records_keep_their_row_with_empty_predictions():
     assert row["error"] == "undecodable" and math.isnan(row["pred_vq"]) and math.isnan(row["prob_ta_bad"])
 
 
-def test_predict_clips_scores_preprocessed_clips_and_reports_the_rest(tmp_path):
+def test_predict_clips_scores_preprocessed_clips_and_reports_the_rest(tmp_path, capsys):
     manifest = pd.DataFrame(
         {
             "video_id": ["a", "b", "gone"],
@@ -32,7 +32,10 @@ def test_predict_clips_scores_preprocessed_clips_and_reports_the_rest(tmp_path):
         }
     )
     table = preprocess_shard(manifest, LOCAL_SAMPLER, DecodeLimits(), tmp_path / "cache").table
-    frame = predict_clips("tiny", table, manifest)
+    capsys.readouterr()
+    frame = predict_clips("tiny", table, manifest, progress=True, desc="predict candidate")
+    bar = capsys.readouterr().err.replace("\r", "\n").splitlines()[-1]
+    assert bar.startswith("predict candidate: 100%") and "| 2/2 [" in bar  # names the model, counts videos
     assert frame["video_id"].tolist() == ["a", "b", "gone"]
     assert frame["error"].tolist() == ["", "", "video_missing"]
     scored = frame.iloc[:2]
