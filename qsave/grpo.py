@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from qsave.inputs import build_inputs
 from qsave.modeling import SPECIAL_TOKENS
 from qsave.preprocess import load_clip
-from qsave.rewards import ACCURACY_SIGMA, reward_functions
+from qsave.rewards import ACCURACY_SIGMA, EQUAL_WEIGHTS, check_dimension_weights, reward_functions
 from qsave.schema import DIMENSIONS, REASON_DIMENSIONS, mos_column, reasons_column
 from qsave.tower_cache import tower_cache_for, tower_is_frozen
 from qsave.training import (
@@ -103,6 +103,8 @@ class GRPOStageConfig:
     reward_weights: tuple[float, float, float] = (1.0, 1.0, 0.5)
     """Weights of the format, accuracy and attribution rewards (in that order)."""
     accuracy_sigma: float = ACCURACY_SIGMA
+    accuracy_weights: tuple[float, float, float, float] = EQUAL_WEIGHTS
+    """Weights of VQ, MQ, TA and overall inside the accuracy reward (a weighted mean)."""
     lora: LoraSettings = field(default_factory=LoraSettings)
     """LoRA on the language model (trl creates it; the reference is the model with the adapter off) or
     full fine-tuning (trl loads a frozen copy as the reference when ``beta`` > 0)."""
@@ -128,6 +130,7 @@ class GRPOStageConfig:
             raise ValueError(f"vision_lr_multiplier must be non-negative, got {self.vision_lr_multiplier}")
         if len(self.reward_weights) != 3:
             raise ValueError(f"reward_weights={self.reward_weights}: give format, accuracy, attribution")
+        check_dimension_weights(self.accuracy_weights)
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -392,7 +395,7 @@ def build_trainer(
     model.train()
     return _trainer_class()(
         model=model,
-        reward_funcs=reward_functions(cfg.accuracy_sigma),
+        reward_funcs=reward_functions(cfg.accuracy_sigma, cfg.accuracy_weights),
         args=_grpo_args(cfg, checkpoint_dir, processor),
         train_dataset=Dataset.from_list(list(rows)),
         processing_class=processor,

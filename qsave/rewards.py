@@ -6,7 +6,8 @@ its generations), so the manifest's ``mos_*`` and ``reasons_*`` columns arrive a
 
 - :func:`format_reward` — 1 when :func:`qsave.prompts.parse_strict` reads the completion, else 0.
 - :func:`accuracy_reward` — mean over dimensions of exp(−(s − MOS)² / 2σ²), where s is the score (1–5) of the
-  level the completion wrote for that dimension; a dimension without a level scores 0.
+  level the completion wrote for that dimension; a dimension without a level scores 0. Optional
+  per-dimension weights make it a weighted mean (e.g. only the dimension the samples disagree on).
 - :func:`attribution_reward` — mean over reason dimensions of the F1 between the completion's reason codes
   and the reference answer's (the raters' reasons of the dimensions whose MOS level is Bad–Fair, exactly
   as :func:`qsave.prompts.answer_from_row` builds SFT targets); both empty counts as agreement (1). A
@@ -36,6 +37,8 @@ from qsave.schema import DIMENSIONS, REASON_DIMENSIONS, level_to_score, mos_colu
 
 ACCURACY_SIGMA: Final = 0.5
 """Width of the Gaussian in |score − MOS| (on the 1–5 scale)."""
+EQUAL_WEIGHTS: Final = (1.0, 1.0, 1.0, 1.0)
+"""Accuracy weights of the dimensions, in :data:`qsave.schema.DIMENSIONS` order: a plain mean."""
 
 RewardFunc = Callable[..., list[float]]
 
@@ -74,15 +77,33 @@ def _rows(n: int, kwargs: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{c: kwargs[c][i] for c in columns} for i in range(n)]
 
 
-def score_accuracy(levels: Mapping[str, str], mos: Mapping[str, float], sigma: float) -> float:
-    """Mean over dimensions of exp(−(score(level) − MOS)² / 2σ²); a dimension without a level gives 0."""
+def check_dimension_weights(weights: Sequence[float]) -> None:
+    """Raise unless ``weights`` holds one non-negative weight per dimension, not all zero."""
+    if len(weights) != len(DIMENSIONS) or any(w < 0 for w in weights) or not any(weights):
+        raise ValueError(
+            f"accuracy weights {tuple(weights)}: give one non-negative weight per dimension "
+            f"({', '.join(DIMENSIONS)}), not all zero"
+        )
+
+
+def score_accuracy(
+    levels: Mapping[str, str],
+    mos: Mapping[str, float],
+    sigma: float,
+    weights: Sequence[float] = EQUAL_WEIGHTS,
+) -> float:
+    """Weighted mean over dimensions of exp(−(score(level) − MOS)² / 2σ²); a dimension without a level
+    gives 0."""
     if sigma <= 0:
         raise ValueError(f"accuracy sigma must be positive, got {sigma}")
+    check_dimension_weights(weights)
     total = 0.0
-    for dim in DIMENSIONS:
-        if dim in levels:
-            total += math.exp(-((level_to_score(levels[dim]) - float(mos[dim])) ** 2) / (2 * sigma**2))
-    return total / len(DIMENSIONS)
+    for dim, weight in zip(DIMENSIONS, weights, strict=True):
+        if dim in levels and weight:
+            total += weight * math.exp(
+                -((level_to_score(levels[dim]) - float(mos[dim])) ** 2) / (2 * sigma**2)
+            )
+    return total / sum(weights)
 
 
 def reason_f1(predicted: Sequence[str], reference: Sequence[str]) -> float:
@@ -103,15 +124,22 @@ def format_reward(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: 
 
 
 def accuracy_reward(
-    prompts: Sequence[Any], completions: Sequence[Any], sigma: float = ACCURACY_SIGMA, **kwargs: Any
+    prompts: Sequence[Any],
+    completions: Sequence[Any],
+    sigma: float = ACCURACY_SIGMA,
+    dimension_weights: Sequence[float] = EQUAL_WEIGHTS,
+    **kwargs: Any,
 ) -> list[float]:
-    """Gaussian closeness of each written level's score to the MOS, averaged over the four dimensions."""
+    """Gaussian closeness of each written level's score to the MOS, averaged over the four dimensions
+    (weighted by ``dimension_weights``)."""
     rewards = []
     for completion, row in zip(completions, _rows(len(completions), kwargs), strict=True):
         mos = {d: float(row[mos_column(d)]) for d in DIMENSIONS}
         if any(math.isnan(v) for v in mos.values()):
             raise ValueError(f"row {row.get('video_id', '?')!r}: a MOS is empty; GRPO needs rated rows")
-        rewards.append(score_accuracy(parse_lenient(completion_text(completion)).levels, mos, sigma))
+        rewards.append(
+            score_accuracy(parse_lenient(completion_text(completion)).levels, mos, sigma, dimension_weights)
+        )
     return rewards
 
 
@@ -129,6 +157,10 @@ def attribution_reward(prompts: Sequence[Any], completions: Sequence[Any], **kwa
     return rewards
 
 
-def reward_functions(sigma: float = ACCURACY_SIGMA) -> list[RewardFunc]:
+def reward_functions(
+    sigma: float = ACCURACY_SIGMA, dimension_weights: Sequence[float] = EQUAL_WEIGHTS
+) -> list[RewardFunc]:
     """The rewards in trl order (format, accuracy, attribution); trl names them after the functions."""
-    return [format_reward, functools.partial(accuracy_reward, sigma=sigma), attribution_reward]
+    check_dimension_weights(dimension_weights)
+    accuracy = functools.partial(accuracy_reward, sigma=sigma, dimension_weights=tuple(dimension_weights))
+    return [format_reward, accuracy, attribution_reward]

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from qsave.grpo import GRPOStageConfig
 from qsave.prompts import Answer, build_target, format_answer
 from qsave.rewards import (
     accuracy_reward,
@@ -89,6 +90,24 @@ def test_sigma_sets_the_width_of_the_accuracy_gaussian() -> None:
     narrow = accuracy_reward(["p"], completion, sigma=0.25, **kwargs)[0]
     wide = accuracy_reward(["p"], completion, sigma=2.0, **kwargs)[0]
     assert narrow < accuracy_reward(["p"], completion, **kwargs)[0] < wide
+
+
+def test_dimension_weights_make_accuracy_a_weighted_mean() -> None:
+    kwargs = columns([ROW, ROW])
+    ta_wrong = answer({**LEVELS, "ta": "excellent"}, {})  # ta: |5 − 1.2| → ~0
+    vq_wrong = answer({**LEVELS, "vq": "excellent"}, {})
+    ta_only = accuracy_reward(["p"] * 2, [ta_wrong, vq_wrong], dimension_weights=(0, 0, 1, 0), **kwargs)
+    assert ta_only[0] == pytest.approx(math.exp(-(3.8**2) / 0.5))
+    assert ta_only[1] == pytest.approx(math.exp(-(0.2**2) / 0.5))  # vq's mistake is not counted
+    equal = accuracy_reward(["p"] * 2, [ta_wrong, vq_wrong], dimension_weights=(2, 2, 2, 2), **kwargs)
+    assert equal == pytest.approx(accuracy_reward(["p"] * 2, [ta_wrong, vq_wrong], **kwargs))
+    accuracy = reward_functions(dimension_weights=(0, 0, 1, 0))[1]
+    assert accuracy(["p"] * 2, [ta_wrong, vq_wrong], **kwargs) == pytest.approx(ta_only)
+    for bad in [(1, 1, 1), (0, 0, 0, 0), (1, -1, 1, 1)]:
+        with pytest.raises(ValueError, match="one non-negative weight per dimension"):
+            reward_functions(dimension_weights=bad)
+    with pytest.raises(ValueError, match="one non-negative weight per dimension"):
+        GRPOStageConfig(accuracy_weights=(0.0, 0.0, 0.0, 0.0))
 
 
 def test_attribution_is_f1_per_dimension_with_agreement_on_no_reasons() -> None:
