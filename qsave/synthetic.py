@@ -26,7 +26,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
@@ -44,6 +44,9 @@ from qsave.schema import (
     std_column,
 )
 from qsave.storage import atomic_path
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MANIFEST_NAME: Final = "manifest.parquet"
 VIDEO_DIR: Final = "videos"
@@ -312,22 +315,14 @@ def _artefacts_json(severities: dict[str, float]) -> str:
     return json.dumps(by_dim, sort_keys=True)
 
 
-def generate_corpus(cfg: SynthConfig, out_dir: str | os.PathLike[str], progress: bool = False) -> Path:
-    """Render, rate, split and write the corpus under ``out_dir``; returns the manifest's path."""
+def corpus_rows(cfg: SynthConfig) -> tuple[list[ClipPlan], pd.DataFrame]:
+    """The clips to render and the manifest rows the corpus will have (rated and split), without
+    rendering anything: what :func:`generate_corpus` writes, for analyses of the labels alone."""
     import pandas as pd
-
-    from qsave.manifest import write_manifest
-
-    out = Path(out_dir)
-    manifest_path = out / MANIFEST_NAME
-    manifest_path.unlink(missing_ok=True)
-    (out / VIDEO_DIR).mkdir(parents=True, exist_ok=True)
 
     plans, truth = plan_corpus(cfg)
     panel = rate(truth, [p.severities for p in plans], cfg.panel, _rng(cfg, _STREAM_PANEL))
     splits = assign_splits([p.prompt_id for p in plans], cfg.split_fractions, _rng(cfg, _STREAM_SPLIT))
-    _write_all(plans, cfg, out, progress)
-
     rows = []
     for i, plan in enumerate(plans):
         row: dict[str, object] = {
@@ -350,4 +345,17 @@ def generate_corpus(cfg: SynthConfig, out_dir: str | os.PathLike[str], progress:
             row[f"true_{d}"] = round(float(truth[i, k]), 4)
         row["artefacts"] = _artefacts_json(plan.severities)
         rows.append(row)
-    return write_manifest(pd.DataFrame(rows), manifest_path)
+    return plans, pd.DataFrame(rows)
+
+
+def generate_corpus(cfg: SynthConfig, out_dir: str | os.PathLike[str], progress: bool = False) -> Path:
+    """Render, rate, split and write the corpus under ``out_dir``; returns the manifest's path."""
+    from qsave.manifest import write_manifest
+
+    out = Path(out_dir)
+    manifest_path = out / MANIFEST_NAME
+    manifest_path.unlink(missing_ok=True)
+    (out / VIDEO_DIR).mkdir(parents=True, exist_ok=True)
+    plans, rows = corpus_rows(cfg)
+    _write_all(plans, cfg, out, progress)
+    return write_manifest(rows, manifest_path)

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 
 from qsave.cli import main
-from qsave.manifest import read_manifest, resolve_video_path
+from qsave.manifest import read_manifest, resolve_video_path, write_manifest
 from qsave.schema import DIMENSIONS, MANIFEST_COLUMNS, REASON_DIMENSIONS, SPLITS, mos_column, reasons_column
 from qsave.storage import file_sha256
-from qsave.synthetic import GENERATORS, SynthConfig, assign_splits, generate_corpus, plan_corpus
+from qsave.synthetic import GENERATORS, SynthConfig, assign_splits, corpus_rows, generate_corpus, plan_corpus
 from qsave.taxonomy import is_known
 
 CFG = SynthConfig(n=15, seed=3, workers=1)
@@ -90,6 +90,12 @@ def test_same_seed_gives_identical_rows_and_frames_whatever_the_workers(corpus, 
             _frames(resolve_video_path(video_path, corpus.parent)),
         )
     assert file_sha256(tmp_path / "manifest.parquet") == file_sha256(corpus)
+
+
+def test_corpus_rows_are_the_manifest_without_rendering(manifest, tmp_path):
+    plans, rows = corpus_rows(CFG)
+    pd.testing.assert_frame_equal(read_manifest(write_manifest(rows, tmp_path / "m.parquet")), manifest)
+    assert [p.video_id for p in plans] == manifest["video_id"].tolist()
 
 
 def test_another_seed_gives_another_corpus():
