@@ -9,7 +9,9 @@ pipeline's default corpus has for seed 0. Each row of the table is a score per c
 and its Spearman correlation with the TA MOS on ``--split`` (``all`` for every clip), per corpus seed:
 
 - ``oracle <codes>``: minus the summed severities (0–1) of those alignment artefacts, as the generator drew
-  them — what a model that perceives exactly those artefacts could reach at best, before rater noise;
+  them — what a model that perceives exactly those artefacts could reach at best, before rater noise.
+  ``missing_object`` fades a group (opacity 1 − severity) and ``wrong_scene`` blends in another
+  background; below full severity both can be seen without reading the prompt;
 - ``count``: minus |total objects the prompt names − total objects the clip's content caption names| (a
   group drawn at under half opacity is not in the caption): counting and adding, no colour or shape binding;
 - ``background``: minus 1 when the caption's background differs from the prompt's;
@@ -88,6 +90,7 @@ def perceptions(frame: pd.DataFrame) -> dict[str, Callable[[], np.ndarray]]:
         return lambda: -sev[list(codes)].sum(axis=1).to_numpy()
 
     rows: dict[str, Callable[[], np.ndarray]] = {f"oracle {c}": oracle([c]) for c in TA_CODES}
+    rows["oracle missing_object + wrong_scene"] = oracle(["missing_object", "wrong_scene"])
     rows["oracle missing_object + wrong_count + wrong_scene"] = oracle(
         ["missing_object", "wrong_count", "wrong_scene"]
     )
