@@ -63,16 +63,23 @@ def segment_statistics(tokens: Any, frames: int) -> NDArray[np.float64]:
     return torch.cat(stats).numpy()
 
 
-def tower_statistics(model_dir: str, clips: Sequence[Any], prompts: Sequence[str]) -> dict[str, NDArray[Any]]:
+def load_tower(model_dir: str) -> tuple[Any, Any]:
+    """``(processor, vision tower)`` of the model in ``model_dir``, in eval mode."""
+    from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
+
+    processor = AutoProcessor.from_pretrained(model_dir)
+    return processor, Qwen3VLForConditionalGeneration.from_pretrained(model_dir).eval().model.visual
+
+
+def tower_statistics(
+    processor: Any, visual: Any, clips: Sequence[Any], prompts: Sequence[str]
+) -> dict[str, NDArray[Any]]:
     """Per clip, the statistics of both segments at the block output and the merger LayerNorm output."""
     import torch
-    from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
 
     from qsave.inputs import build_inputs
     from qsave.preprocess import load_clip
 
-    processor = AutoProcessor.from_pretrained(model_dir)
-    visual = Qwen3VLForConditionalGeneration.from_pretrained(model_dir).eval().model.visual
     seen: dict[str, Any] = {}
 
     def keep(_module: Any, inputs: tuple[Any, ...], output: Any) -> None:
@@ -144,10 +151,13 @@ def main() -> None:
     dataset, table = corpus(args.work, args.n, 0)
     manifest = read_manifest(dataset / MANIFEST_NAME)
     model_dir = args.model or str(tiny_model_path(TinyModelConfig()))
+    processor, visual = load_tower(model_dir)
     data = {}
     for split in ("train", "test"):
         examples, _ = load_examples(manifest, table, split)
-        stats = tower_statistics(model_dir, [e.clip_path for e in examples], [e.prompt for e in examples])
+        stats = tower_statistics(
+            processor, visual, [e.clip_path for e in examples], [e.prompt for e in examples]
+        )
         mos = np.array([[float(e.row[mos_column(d)]) for d in DIMENSIONS] for e in examples])
         data[split] = (stats, mos)
     (train, y_train), (test, y_test) = data["train"], data["test"]
