@@ -18,7 +18,13 @@ and its Spearman correlation with the TA MOS on ``--split`` (``all`` for every c
 - ``generator mean``: the mean TA MOS of the clip's generator on the train split — a prompt-free cue;
 - ``VQ/MQ artefacts``: gradient-boosted trees fitted on the train split from every VQ and MQ artefact's
   severity and the true VQ and MQ scores to the TA MOS — a perfect perception of everything *but* the
-  alignment: how much of the generator cue the visible quality gives away (optimistic on ``train``/``all``).
+  alignment: how much of the generator cue the visible quality gives away (optimistic on ``train``/``all``);
+- ``prompt-free <cues>``: the same trees on what the drawn scene shows *without* the prompt, cue by cue
+  (cumulative): ``fade`` (1 − the lowest group opacity), ``blend`` (the blended background's weight),
+  ``colour`` (distance of the deviating group's colour from the nearest palette colour: a drift is seen
+  as an in-between colour until it lands on another palette colour), ``shape`` (1 − the largest shape
+  weight: an in-between shape), ``direction`` (the motion's angle from the nearest axis, 0–1: a partial
+  rotation is seen as a diagonal), ``count`` (a group of more objects than any prompt asks for).
 
 It bounds what the local model can gain on TA from each perception it might learn (``docs/learning.md``,
 session 18): the ranking of the issue's TA target (0.5) against what each route can give.
@@ -34,8 +40,8 @@ import numpy as np
 import pandas as pd
 
 from qsave.metrics import spearman
-from qsave.scenes import BACKGROUNDS, COUNT_WORDS
-from qsave.synthetic import SynthConfig, corpus_rows
+from qsave.scenes import BACKGROUNDS, COLORS, COUNT_WORDS, MAX_PROMPT_COUNT
+from qsave.synthetic import ClipPlan, SynthConfig, corpus_rows
 from qsave.taxonomy import codes_for
 
 VISUAL_CODES = tuple((d, c) for d in ("vq", "mq") for c in codes_for(d))
@@ -62,20 +68,44 @@ def severities(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame([{c: json.loads(a)["ta"].get(c, 0.0) for c in TA_CODES} for a in frame["artefacts"]])
 
 
-def visual_quality_fit(frame: pd.DataFrame) -> np.ndarray:
-    """TA predicted from the VQ/MQ artefacts' severities and the true VQ/MQ scores (trees fitted on train)."""
+PROMPT_FREE_CUES = ("fade", "blend", "colour", "shape", "direction", "count")
+
+
+def fitted_ta(frame: pd.DataFrame, x: np.ndarray) -> np.ndarray:
+    """TA predicted from per-clip features ``x`` by gradient-boosted trees fitted on the train split."""
     from sklearn.ensemble import HistGradientBoostingRegressor
 
-    drawn = [json.loads(a) for a in frame["artefacts"]]
-    x = np.array([[art[d].get(c, 0.0) for d, c in VISUAL_CODES] for art in drawn])
-    x = np.c_[x, frame[["true_vq", "true_mq"]].to_numpy()]
     train = (frame["split"] == "train").to_numpy()
     trees = HistGradientBoostingRegressor(max_iter=200, learning_rate=0.05, random_state=0)
     return np.asarray(trees.fit(x[train], frame["mos_ta"][train]).predict(x))
 
 
-def perceptions(frame: pd.DataFrame) -> dict[str, Callable[[], np.ndarray]]:
-    """Name → per-clip alignment score (higher = better aligned) over every row of ``frame``."""
+def visual_quality_fit(frame: pd.DataFrame) -> np.ndarray:
+    """TA predicted from the VQ/MQ artefacts' severities and the true VQ/MQ scores (trees fitted on train)."""
+    drawn = [json.loads(a) for a in frame["artefacts"]]
+    x = np.array([[art[d].get(c, 0.0) for d, c in VISUAL_CODES] for art in drawn])
+    return fitted_ta(frame, np.c_[x, frame[["true_vq", "true_mq"]].to_numpy()])
+
+
+def prompt_free_cues(plan: ClipPlan) -> list[float]:
+    """What the drawn scene shows of its misalignments without the prompt, in ``PROMPT_FREE_CUES`` order."""
+    drawn = plan.drawn
+    first = drawn.groups[0]
+    palette = np.asarray(list(COLORS.values()))
+    off_axis = first.angle % 90.0
+    return [
+        1.0 - min(g.opacity for g in drawn.groups),
+        drawn.background_mix[1] if drawn.background_mix else 0.0,
+        float(np.min(np.linalg.norm(palette - np.asarray(first.rgb), axis=1))),
+        1.0 - max(first.shape_weights),
+        min(off_axis, 90.0 - off_axis) / 45.0,
+        float(any(g.count > MAX_PROMPT_COUNT for g in drawn.groups)),
+    ]
+
+
+def perceptions(plans: Sequence[ClipPlan], frame: pd.DataFrame) -> dict[str, Callable[[], np.ndarray]]:
+    """Name → per-clip alignment score (higher = better aligned) over every row of ``frame`` (and ``plans``,
+    the same clips in the same order)."""
     sev = severities(frame)
     count_gap = np.array(
         [abs(objects_named(p) - objects_named(c)) for p, c in zip(frame.prompt, frame.caption)]
@@ -100,6 +130,13 @@ def perceptions(frame: pd.DataFrame) -> dict[str, Callable[[], np.ndarray]]:
     rows["count + background"] = lambda: -(count_gap + scene_gap)
     rows["generator mean"] = lambda: frame["generator"].map(generator_mean).to_numpy()
     rows["VQ/MQ artefacts"] = lambda: visual_quality_fit(frame)
+    cues = np.array([prompt_free_cues(p) for p in plans])
+
+    def prompt_free(k: int) -> Callable[[], np.ndarray]:
+        return lambda: fitted_ta(frame, cues[:, :k])
+
+    for k in range(2, len(PROMPT_FREE_CUES) + 1):
+        rows["prompt-free " + " + ".join(PROMPT_FREE_CUES[:k])] = prompt_free(k)
     return rows
 
 
@@ -107,9 +144,9 @@ def table(n: int, seeds: Sequence[int], split: str) -> dict[str, list[float]]:
     """Perception name → SRCC with the TA MOS per seed."""
     out: dict[str, list[float]] = {}
     for seed in seeds:
-        _, frame = corpus_rows(SynthConfig(n=n, seed=seed))
+        plans, frame = corpus_rows(SynthConfig(n=n, seed=seed))
         keep = np.ones(len(frame), bool) if split == "all" else (frame["split"] == split).to_numpy()
-        for name, score in perceptions(frame).items():
+        for name, score in perceptions(plans, frame).items():
             out.setdefault(name, []).append(round(spearman(score()[keep], frame["mos_ta"][keep]), 3))
     return out
 

@@ -17,6 +17,10 @@ set of them to each MOS; the table gives held-out SRCC per set. The ``mean`` row
 what uniform attention in the language model computes; the rows beyond it are what stage 1 has to learn
 to compute (a nonlinearity before pooling for std, a comparison across time for |Δ|). Compare with stage
 1's own held-out SRCC (``docs/learning.md``) to see whether a gap is in the tower or in the reading.
+
+A second table asks the same trees for each **prompt-free TA cue** of ``bench_ta_ceiling.py`` (a faded
+group, a blended background, an in-between colour or shape, a diagonal motion, a group larger than any
+prompt asks for), as drawn: which of the misalignments that show without the prompt the tower perceives.
 A probe, not a model: ~2 minutes on one core after the corpus is cached.
 """
 
@@ -118,22 +122,37 @@ def columns(chosen: tuple[int, ...], channels: int) -> list[int]:
     ]
 
 
+CUE_SETS = ("mean", "all four")
+"""The statistics sets the cue table reads."""
+
+
 def probe(
     train: NDArray[Any], y_train: NDArray[Any], test: NDArray[Any], y_test: NDArray[Any]
 ) -> list[float]:
-    """Held-out SRCC per dimension of boosted trees fitted on the train statistics."""
+    """Held-out SRCC per target column of boosted trees fitted on the train statistics."""
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     out = []
-    for d in range(len(DIMENSIONS)):
+    for d in range(y_train.shape[1]):
         trees = HistGradientBoostingRegressor(max_iter=200, learning_rate=0.05, random_state=0)
         trees.fit(train, y_train[:, d])
         out.append(round(spearman(trees.predict(test), y_test[:, d]), 3))
     return out
 
 
+def drawn_cues(n: int, seed: int) -> dict[str, list[float]]:
+    """Video id → its prompt-free TA cues as drawn (``bench_ta_ceiling.PROMPT_FREE_CUES`` order)."""
+    from bench_ta_ceiling import prompt_free_cues
+
+    from qsave.synthetic import SynthConfig, corpus_rows
+
+    plans, _ = corpus_rows(SynthConfig(n=n, seed=seed))
+    return {plan.video_id: prompt_free_cues(plan) for plan in plans}
+
+
 def main() -> None:
     from bench_learning import corpus
+    from bench_ta_ceiling import PROMPT_FREE_CUES
 
     from qsave.modeling import TinyModelConfig, tiny_model_path
     from qsave.training import load_examples
@@ -152,6 +171,7 @@ def main() -> None:
     manifest = read_manifest(dataset / MANIFEST_NAME)
     model_dir = args.model or str(tiny_model_path(TinyModelConfig()))
     processor, visual = load_tower(model_dir)
+    cues = drawn_cues(args.n, 0)
     data = {}
     for split in ("train", "test"):
         examples, _ = load_examples(manifest, table, split)
@@ -159,25 +179,48 @@ def main() -> None:
             processor, visual, [e.clip_path for e in examples], [e.prompt for e in examples]
         )
         mos = np.array([[float(e.row[mos_column(d)]) for d in DIMENSIONS] for e in examples])
-        data[split] = (stats, mos)
-    (train, y_train), (test, y_test) = data["train"], data["test"]
+        data[split] = (stats, mos, np.array([cues[str(e.row["video_id"])] for e in examples]))
+    (train, y_train, c_train), (test, y_test, c_test) = data["train"], data["test"]
     channels = train["block"].shape[1] // (2 * len(STATISTICS))
+    places = ("block", "merger LN")
     result = {
         place: {
             name: probe(train[place][:, cols], y_train, test[place][:, cols], y_test)
             for name, chosen in SETS.items()
             for cols in [columns(chosen, channels)]
         }
-        for place in ("block", "merger LN")
+        for place in places
+    }
+    cue_result = {
+        place: {
+            name: probe(train[place][:, cols], c_train, test[place][:, cols], c_test)
+            for name in CUE_SETS
+            for cols in [columns(SETS[name], channels)]
+        }
+        for place in places
     }
     if args.json:
-        print(json.dumps({"model": model_dir, "srcc": result, "dimensions": list(DIMENSIONS)}))
+        print(
+            json.dumps(
+                {
+                    "model": model_dir,
+                    "srcc": result,
+                    "dimensions": list(DIMENSIONS),
+                    "cue_srcc": cue_result,
+                    "cues": list(PROMPT_FREE_CUES),
+                }
+            )
+        )
         return
     print(f"held-out SRCC ({' / '.join(DIMENSIONS)}) of boosted trees on tower statistics, {model_dir}")
     print(f"{'statistics':<18} {'block output':<28} merger LayerNorm output")
     for name in SETS:
-        block, merged = (" / ".join(f"{v:.2f}" for v in result[p][name]) for p in ("block", "merger LN"))
+        block, merged = (" / ".join(f"{v:.2f}" for v in result[p][name]) for p in places)
         print(f"{name:<18} {block:<28} {merged}")
+    print(f"\nheld-out SRCC with each prompt-free TA cue as drawn ({' / '.join(PROMPT_FREE_CUES)})")
+    for place in places:
+        for name in CUE_SETS:
+            print(f"{place + ', ' + name:<22} " + " / ".join(f"{v:.2f}" for v in cue_result[place][name]))
 
 
 if __name__ == "__main__":
