@@ -18,13 +18,56 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import numpy as np
+import pandas as pd
 from bench_learning import corpus
 
-from qsave.baseline import FEATURE_NAMES, BaselineConfig, BaselineModel, extract_features
+from qsave.baseline import (
+    FEATURE_NAMES,
+    BaselineConfig,
+    BaselineModel,
+    extract_features,
+    fit_boosting,
+    frame_features,
+    predict_regressor,
+)
 from qsave.manifest import read_manifest
 from qsave.metrics import spearman
 from qsave.schema import DIMENSIONS, mos_column
 from qsave.synthetic import MANIFEST_NAME
+
+PATHWAY_SETS = {"slow": (0,), "fast": (1,), "slow + fast": (0, 1)}
+
+
+def slowfast_features(manifest: pd.DataFrame, table: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(clips × 30 features, clips × 4 MOS)``: each clip's slow-pathway features, then its fast ones."""
+    from qsave.preprocess import load_clip
+    from qsave.training import load_examples
+
+    examples, _ = load_examples(manifest, table, split)
+    x, y = [], []
+    for example in examples:
+        clip = load_clip(example.clip_path)
+        x.append([v for pathway in (clip.slow, clip.fast) for v in frame_features(pathway.frames).values()])
+        y.append([float(example.row[mos_column(d)]) for d in DIMENSIONS])
+    return np.asarray(x), np.asarray(y)
+
+
+def slowfast_srcc(
+    manifest: pd.DataFrame, table: Path, split: str, config: BaselineConfig
+) -> dict[str, dict[str, float]]:
+    """Held-out SRCC of boosted trees on the features of each pathway set of the model's SlowFast clips."""
+    (x_train, y_train), (x_test, y_test) = (slowfast_features(manifest, table, s) for s in ("train", split))
+    width = len(FEATURE_NAMES)
+    out = {}
+    for name, pathways in PATHWAY_SETS.items():
+        cols = [p * width + f for p in pathways for f in range(width)]
+        out[name] = {
+            d: round(spearman(predict_regressor(trees, x_test[:, cols]), y_test[:, k]), 3)
+            for k, d in enumerate(DIMENSIONS)
+            for trees in [fit_boosting(x_train[:, cols], y_train[:, k], config)]
+        }
+    return out
 
 
 def main() -> None:
@@ -35,9 +78,10 @@ def main() -> None:
     parser.add_argument("--corpus-seed", type=int, default=0)
     parser.add_argument("--split", default="test")
     parser.add_argument("--seed", type=int, default=0, help="the boosted trees' random state")
+    parser.add_argument("--slowfast", action="store_true", help="also read the model's SlowFast clips")
     args = parser.parse_args()
 
-    dataset, _ = corpus(args.work, args.n, args.corpus_seed)
+    dataset, table = corpus(args.work, args.n, args.corpus_seed)
     manifest = read_manifest(dataset / MANIFEST_NAME)
     features = extract_features(manifest, dataset, progress=True).features
     rows = features.merge(manifest[["video_id", "split", *map(mos_column, DIMENSIONS)]], on="video_id")
@@ -58,6 +102,10 @@ def main() -> None:
     result["boosting_minus_ridge"] = {
         d: round(result["boosting"][d] - result["ridge"][d], 3) for d in DIMENSIONS
     }
+    if args.slowfast:
+        result["boosting_on_slowfast"] = slowfast_srcc(
+            manifest, table, args.split, BaselineConfig(seed=args.seed)
+        )
     print(json.dumps(result))
 
 
