@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -71,13 +72,24 @@ def severities(frame: pd.DataFrame) -> pd.DataFrame:
 PROMPT_FREE_CUES = ("fade", "blend", "colour", "shape", "direction", "count")
 
 
-def fitted_ta(frame: pd.DataFrame, x: np.ndarray) -> np.ndarray:
-    """TA predicted from per-clip features ``x`` by gradient-boosted trees fitted on the train split."""
+def boosted_trees() -> Any:
+    """The probe regressor of this benchmark, ``bench_tower_probe.py`` and ``bench_ta_cues.py``: 200 rounds of
+    scikit-learn's histogram gradient boosting at rate 0.05, seeded."""
     from sklearn.ensemble import HistGradientBoostingRegressor
 
+    return HistGradientBoostingRegressor(max_iter=200, learning_rate=0.05, random_state=0)
+
+
+def off_axis(angle: float) -> float:
+    """How far a direction of ``angle`` degrees lies from the nearest axis: 0 on an axis, 1 on a diagonal."""
+    folded = angle % 90.0
+    return min(folded, 90.0 - folded) / 45.0
+
+
+def fitted_ta(frame: pd.DataFrame, x: np.ndarray) -> np.ndarray:
+    """TA predicted from per-clip features ``x`` by gradient-boosted trees fitted on the train split."""
     train = (frame["split"] == "train").to_numpy()
-    trees = HistGradientBoostingRegressor(max_iter=200, learning_rate=0.05, random_state=0)
-    return np.asarray(trees.fit(x[train], frame["mos_ta"][train]).predict(x))
+    return np.asarray(boosted_trees().fit(x[train], frame["mos_ta"][train]).predict(x))
 
 
 def visual_quality_fit(frame: pd.DataFrame) -> np.ndarray:
@@ -92,13 +104,12 @@ def prompt_free_cues(plan: ClipPlan) -> list[float]:
     drawn = plan.drawn
     first = drawn.groups[0]
     palette = np.asarray(list(COLORS.values()))
-    off_axis = first.angle % 90.0
     return [
         1.0 - min(g.opacity for g in drawn.groups),
         drawn.background_mix[1] if drawn.background_mix else 0.0,
         float(np.min(np.linalg.norm(palette - np.asarray(first.rgb), axis=1))),
         1.0 - max(first.shape_weights),
-        min(off_axis, 90.0 - off_axis) / 45.0,
+        off_axis(first.angle),
         float(any(g.count > MAX_PROMPT_COUNT for g in drawn.groups)),
     ]
 

@@ -39,6 +39,8 @@ from numpy.typing import NDArray
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench_ta_ceiling import PROMPT_FREE_CUES, boosted_trees, off_axis, prompt_free_cues
+
 import qsave  # noqa: F401  (applies the torchvision shim)
 from qsave.metrics import spearman
 
@@ -46,12 +48,6 @@ FOREGROUND = 0.25
 """Summed |RGB − background| above which a pixel is foreground (frames in [0, 1])."""
 TOKEN = 16
 ORIENTATIONS = np.radians([0.0, 45.0, 90.0, 135.0])
-
-
-def off_axis(vx: float, vy: float) -> float:
-    """The angle of ``(vx, vy)`` from the nearest axis, 0 (on an axis) to 1 (a diagonal)."""
-    angle = float(np.degrees(np.arctan2(vy, vx))) % 90.0
-    return min(angle, 90.0 - angle) / 45.0
 
 
 def centroid_direction(fast: NDArray[np.uint8]) -> float:
@@ -66,7 +62,8 @@ def centroid_direction(fast: NDArray[np.uint8]) -> float:
     t = np.arange(len(frames))[seen]
     cx = (mask * cols).sum((1, 2))[seen] / mass[seen]
     cy = (mask * rows).sum((1, 2))[seen] / mass[seen]
-    return off_axis(float(np.polyfit(t, cx, 1)[0]), -float(np.polyfit(t, cy, 1)[0]))
+    vx, vy = float(np.polyfit(t, cx, 1)[0]), -float(np.polyfit(t, cy, 1)[0])
+    return off_axis(float(np.degrees(np.arctan2(vy, vx))))
 
 
 def chromaticity_colour(slow: NDArray[np.uint8], fast: NDArray[np.uint8]) -> float:
@@ -120,13 +117,11 @@ def token_energies(frames: NDArray[np.uint8], filters: NDArray[np.float64]) -> N
 
 def cross_validated(x: NDArray[Any], y: NDArray[Any]) -> NDArray[np.float64]:
     """Out-of-fold predictions of ``y`` from ``x`` (boosted trees, 5 folds)."""
-    from sklearn.ensemble import HistGradientBoostingRegressor
     from sklearn.model_selection import KFold
 
     out = np.zeros(len(y))
     for train, test in KFold(5, shuffle=True, random_state=0).split(x):
-        trees = HistGradientBoostingRegressor(max_iter=200, learning_rate=0.05, random_state=0)
-        out[test] = trees.fit(x[train], y[train]).predict(x[test])
+        out[test] = boosted_trees().fit(x[train], y[train]).predict(x[test])
     return out
 
 
@@ -144,7 +139,6 @@ def agreement(reading: Sequence[float], cue: Sequence[float]) -> dict[str, float
 
 def main() -> None:
     from bench_learning import corpus
-    from bench_ta_ceiling import PROMPT_FREE_CUES, prompt_free_cues
 
     from qsave.manifest import read_manifest
     from qsave.preprocess import load_clip
