@@ -1,12 +1,13 @@
 """How strong is the hand-crafted feature floor? The pipeline's boosted baseline beside ridge.
 
-On the cached synthetic corpus of ``bench_learning.py`` (same ``--work``, ``--n``, ``--corpus-seed``), extract
-the 15 features of :mod:`qsave.baseline` once, fit per dimension on the train split the pipeline's
-:class:`qsave.baseline.BaselineModel` with (a) gradient-boosted trees (the default, the nonlinear reading
-the issue's "feature baseline" used) and (b) closed-form ridge, and print held-out SRCC of both side by
-side, with the difference. Also prints the features one at a time with boosting (which carry the signal).
+On the cached synthetic corpus of ``bench_learning.py`` (same ``--work``, ``--n``, ``--corpus-seed``,
+``--held-out``; by default the pipeline's), extract the 15 features of :mod:`qsave.baseline` once, fit per
+dimension on the train split the pipeline's :class:`qsave.baseline.BaselineModel` with (a) gradient-boosted
+trees (the default, the nonlinear reading the issue's "feature baseline" used) and (b) closed-form ridge,
+and print held-out SRCC of both side by side, with the difference. Also prints the features one at a time
+with boosting (which carry the signal).
 
-    .venv/bin/python benchmarks/bench_baseline.py            # 1,200 clips, test split (~1 min once cached)
+    .venv/bin/python benchmarks/bench_baseline.py     # the pipeline's corpus, test split (~2 min once cached)
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 import pandas as pd
-from bench_learning import corpus
+from bench_learning import add_corpus_arguments, corpus
 
 from qsave.baseline import (
     FEATURE_NAMES,
@@ -74,14 +75,13 @@ def main() -> None:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--work", type=Path, default=Path("/tmp/qsave-bench-learning"))
-    parser.add_argument("--n", type=int, default=1200, help="synthetic clips (70/15/15 prompt split)")
-    parser.add_argument("--corpus-seed", type=int, default=0)
+    add_corpus_arguments(parser)
     parser.add_argument("--split", default="test")
     parser.add_argument("--seed", type=int, default=0, help="the boosted trees' random state")
     parser.add_argument("--slowfast", action="store_true", help="also read the model's SlowFast clips")
     args = parser.parse_args()
 
-    dataset, table = corpus(args.work, args.n, args.corpus_seed)
+    dataset, table = corpus(args.work, args.n, args.corpus_seed, args.held_out)
     manifest = read_manifest(dataset / MANIFEST_NAME)
     features = extract_features(manifest, dataset, progress=True).features
     rows = features.merge(manifest[["video_id", "split", *map(mos_column, DIMENSIONS)]], on="video_id")

@@ -25,13 +25,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import qsave  # noqa: F401  (applies the torchvision shim)
+from qsave.ingest import IngestConfig, synth_config
 from qsave.manifest import read_manifest
 from qsave.modeling import TinyModelConfig, tiny_model_path
 from qsave.predictions import PredictConfig, predict_clips, srcc_by_dimension
 from qsave.preprocess import merge_results, preprocess_shard
 from qsave.recipe import Recipe, stage_configs
 from qsave.slowfast import LOCAL_SAMPLER
-from qsave.synthetic import MANIFEST_NAME, SynthConfig, generate_corpus
+from qsave.synthetic import MANIFEST_NAME, generate_corpus
 from qsave.video import DecodeLimits
 
 
@@ -51,17 +52,37 @@ class Clock:
         return result
 
 
-def corpus(work: Path, n: int, seed: int) -> tuple[Path, Path]:
-    """``(dataset_dir, clips.parquet)`` of an ``n``-clip synthetic corpus, built on first use."""
-    root = work / f"corpus-n{n}-s{seed}"
+PIPELINE_DATA = IngestConfig()
+"""The pipeline's default corpus (``make run``): what ``--n`` and ``--held-out`` default to here."""
+
+
+def corpus(work: Path, n: int, seed: int, held_out: float = 0.15) -> tuple[Path, Path]:
+    """``(dataset_dir, clips.parquet)`` of an ``n``-clip synthetic corpus whose val and test splits each
+    hold ``held_out`` of the prompts, built on first use."""
+    root = work / (f"corpus-n{n}-s{seed}" + ("" if held_out == 0.15 else f"-h{held_out:g}"))
     dataset, table = root / "dataset", root / "clips.parquet"
     if not (dataset / MANIFEST_NAME).is_file():
-        generate_corpus(SynthConfig(n=n, seed=seed), dataset, progress=True)
+        data = IngestConfig(n_videos=n, seed=seed, val_fraction=held_out, test_fraction=held_out)
+        generate_corpus(synth_config(data), dataset, progress=True)
     if not table.is_file():
         manifest = read_manifest(dataset / MANIFEST_NAME)
         shard = preprocess_shard(manifest, LOCAL_SAMPLER, DecodeLimits(), root / "clips", dataset, True)
         merge_results([shard.table]).to_parquet(table)
     return dataset, table
+
+
+def add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--n``, ``--corpus-seed`` and ``--held-out``: the synthetic corpus, by default the pipeline's."""
+    parser.add_argument(
+        "--n", type=int, default=PIPELINE_DATA.n_videos, help="synthetic clips (default: the pipeline's)"
+    )
+    parser.add_argument("--corpus-seed", type=int, default=PIPELINE_DATA.seed)
+    parser.add_argument(
+        "--held-out",
+        type=float,
+        default=PIPELINE_DATA.test_fraction,
+        help="the share of prompts in each of val and test (default: the pipeline's; 0.15 before session 23)",
+    )
 
 
 def held_out_srcc(model_dir: str, dataset: Path, table: Path, split: str) -> dict[str, float]:
@@ -77,8 +98,7 @@ def held_out_srcc(model_dir: str, dataset: Path, table: Path, split: str) -> dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("/tmp/qsave-bench-learning"))
-    parser.add_argument("--n", type=int, default=1200, help="synthetic clips (70/15/15 prompt split)")
-    parser.add_argument("--corpus-seed", type=int, default=0)
+    add_corpus_arguments(parser)
     parser.add_argument("--tiny", default="{}", help="TinyModelConfig overrides (JSON)")
     parser.add_argument("--sft", default="{}", help="stage-1 SFTStageConfig overrides (JSON)")
     parser.add_argument("--final", default="{}", help='final-SFT overrides (JSON); {"skip": true} skips it')
@@ -99,7 +119,7 @@ def main() -> None:
     args = parser.parse_args()
 
     clock = Clock()
-    dataset, table = clock.run("corpus", corpus, args.work, args.n, args.corpus_seed)
+    dataset, table = clock.run("corpus", corpus, args.work, args.n, args.corpus_seed, args.held_out)
     tiny = TinyModelConfig(**json.loads(args.tiny))
     if args.pretrained:
         from qsave.pretrain import PRETEXTS, pretrained_tiny_path
@@ -126,6 +146,7 @@ def main() -> None:
     run_dir = Path(tempfile.mkdtemp(prefix=f"run-{time.strftime('%H%M%S')}-", dir=args.work))
     result: dict[str, Any] = {
         "n": args.n,
+        "held_out": args.held_out,
         "tiny": json.loads(args.tiny),
         "pretrained": json.loads(args.pretrain) if args.pretrained else None,
         "pretext": args.pretext if args.pretrained else None,

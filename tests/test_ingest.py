@@ -2,8 +2,9 @@ import pandas as pd
 import pytest
 from conftest import SHARED_DATA
 
-from qsave.ingest import IngestConfig, ingest
+from qsave.ingest import IngestConfig, ingest, synth_config
 from qsave.manifest import read_manifest, resolve_video_path
+from qsave.synthetic import corpus_rows
 
 
 def test_import_makes_a_self_contained_dataset_and_keeps_missing_rows(tmp_path):
@@ -54,3 +55,16 @@ def test_manifest_snapshot_behind_a_url_is_downloaded_with_its_videos(tmp_path):
         ingest(
             IngestConfig(source="manifest", uri=f"file://{tmp_path}/nope/manifest.parquet"), tmp_path / "x"
         )
+
+
+def test_default_synthetic_corpus_trains_on_2040_clips_and_holds_out_180_each():
+    _, rows = corpus_rows(synth_config(IngestConfig()))
+    assert rows["split"].value_counts().to_dict() == {"train": 2040, "val": 180, "test": 180}
+    assert rows.groupby("prompt")["split"].nunique().max() == 1, "splits are prompt-disjoint"
+
+
+def test_shares_that_leave_no_training_prompts_are_refused():
+    with pytest.raises(ValueError, match="leave some prompts for train"):
+        synth_config(IngestConfig(val_fraction=0.5, test_fraction=0.5))
+    with pytest.raises(ValueError, match="non-negative"):
+        synth_config(IngestConfig(val_fraction=-0.1))

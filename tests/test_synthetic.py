@@ -153,3 +153,8 @@ def test_cli_synth_end_to_end(tmp_path, capsys):
     assert all(resolve_video_path(p, out).is_file() for p in df["video_path"])
     assert main(["data", "synth", "--n", "2", "--out", str(tmp_path / "x"), "--width", "100"]) == 2
     assert "multiples of 16" in capsys.readouterr().err
+    assert main(["data", "synth", "--n", "2", "--out", str(tmp_path / "x"), "--splits", "0.8,0.1"]) == 2
+    assert "give three non-negative shares" in capsys.readouterr().err
+    assert main(["data", "synth", "--n", "2", "--out", str(tmp_path / "x"), "--splits", "0.8,a,0.1"]) == 2
+    assert "write three numbers" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -25,7 +25,7 @@ from qsave.registry import get_version, list_versions
 from tasks.data import ingest, validate
 from workflows.qsave import qsave_pipeline
 
-SMALL = {"n_videos": 36, "seed": 5}
+SMALL = {"n_videos": 36, "seed": 5, "val_fraction": 0.15, "test_fraction": 0.15}  # 6 test clips, not 3
 QUICK = {"sft_epochs": 1.0, "grpo_steps": 1, "final_sft_epochs": 1.0}
 OPEN_GATE = {"min_srcc": -1.0, "min_plcc": -1.0}
 

@@ -69,7 +69,8 @@ def qsave_pipeline(
 ) -> PipelineOutputs:
     """Ingest → validate → SlowFast preprocess → SFT → GRPO → final SFT → evaluate → track, register, gate.
 
-    :param data: where the data comes from (default: the synthetic corpus, 1200 clips, seed 0).
+    :param data: where the data comes from (default: the synthetic corpus, 2,400 clips, seed 0, prompts split
+        85 / 7.5 / 7.5 into train / val / test).
     :param max_quarantine: fail when more than this share of rows is quarantined.
     :param require_labels: quarantine rows without MOS (turn off for prompt-only scoring sets).
     :param sampler: SlowFast sampling; default: the recipe profile's (local: small sizes for the tiny

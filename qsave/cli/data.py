@@ -93,7 +93,8 @@ def _register_synth(commands: argparse._SubParsersAction) -> None:
             "Render prompt-conditioned procedural clips from several simulated generators, rate them "
             "with a simulated panel, split the prompts into train/val/test and write DIR/videos/*.mp4 "
             "and DIR/manifest.parquet (video_path relative to DIR). Options left out take "
-            "qsave.synthetic.SynthConfig's defaults (1200 clips of 128x128, 24 frames at 8 fps, seed 0)."
+            "qsave.synthetic.SynthConfig's defaults (1200 clips of 128x128, 24 frames at 8 fps, seed 0, "
+            "prompts split 70/15/15). The pipeline's default corpus is --n 2400 --splits 0.85,0.075,0.075."
         ),
     )
     parser.add_argument("--out", required=True, help="output folder")
@@ -106,8 +107,19 @@ def _register_synth(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--fps", type=int, help="frames per second")
     parser.add_argument("--generators", help="comma-separated simulated generators to use")
     parser.add_argument("--renders-per-prompt", type=int, help="generators that render each prompt")
+    parser.add_argument(
+        "--splits", help="train,val,test shares of the prompts (summing to 1), e.g. 0.85,0.075,0.075"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=_run_synth)
+
+
+def _shares(text: str) -> tuple[float, ...]:
+    """``"0.85,0.075,0.075"`` → the shares, or a ValueError that says what to write."""
+    try:
+        return tuple(float(share) for share in text.split(","))
+    except ValueError:
+        raise ValueError(f"--splits {text!r}: write three numbers, e.g. 0.85,0.075,0.075") from None
 
 
 def _run_synth(args: argparse.Namespace) -> int:
@@ -126,6 +138,8 @@ def _run_synth(args: argparse.Namespace) -> int:
     if args.generators:
         options["generators"] = tuple(g.strip() for g in args.generators.split(",") if g.strip())
     try:
+        if args.splits:
+            options["split_fractions"] = _shares(args.splits)
         cfg = SynthConfig(**options)
     except ValueError as exc:
         print(f"qsave data synth: {exc}", file=sys.stderr)
