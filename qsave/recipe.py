@@ -35,11 +35,12 @@ class Recipe:
     seed: int = 0
 
 
-LOCAL_GRPO_STEPS = 70
-"""GRPO on the tiny local model: 70 steps of 4 clips × 4 sampled completions at 1e-4 (about 2–3 minutes on
+LOCAL_GRPO_STEPS = 40
+"""GRPO on the tiny local model: 40 steps of 4 clips × 4 sampled completions at 1e-4 (about 1–2 minutes on
 CPU). Six steps of one clip moved nothing; 70–100 steps lift the format reward of sampled answers from
-about 0.34 to 0.5 and keep SRCC (2e-4 diverges); 70 instead of 100 keeps the whole pipeline inside 20
-minutes on a loaded 2-core machine: ``docs/learning.md``, runs AL–AO and BE."""
+about 0.34 to 0.5 and keep SRCC (2e-4 diverges; ``docs/learning.md``, runs AL–AO and BE). 40 since
+session 23, when stage 1 grew to 6 epochs of the 2,040-clip default: GRPO moves no SRCC, and the 30 steps
+it gave up hold the whole pipeline inside 20 minutes."""
 
 
 def _with_lora(lora_settings: LoraSettings, enabled: bool) -> LoraSettings:

@@ -66,8 +66,9 @@ class SFTStageConfig:
     """Everything one SFT stage needs; defaults are the ``local`` profile's stage-1 settings."""
 
     learning_rate: float = 1e-3
-    num_train_epochs: float = 4.0
-    """Passes over the training split: 4 × 2,040 clips of the default corpus ≈ 1,020 steps of 8."""
+    num_train_epochs: float = 6.0
+    """Passes over the training split: 6 × 2,040 clips of the default corpus ≈ 1,530 steps of 8 (4 and 5
+    epochs read MQ 0.66–0.67 and TA ≈ 0; ``docs/learning.md``, session 23)."""
     max_steps: int = -1
     """Stop after this many optimizer steps (−1: run ``num_train_epochs``)."""
     per_device_batch_size: int = 8
@@ -153,10 +154,10 @@ def profile_configs(name: str) -> dict[str, SFTStageConfig]:
 
     ``local``: the tiny model on CPU, full fine-tuning of the language model and the vision projector
     (a LoRA on a randomly initialised model learns little) with the analytic vision front end fixed
-    (``vision_lr_multiplier=0``), λ = 30, 10 epochs of 8 clips on the no-think targets; the final stage
-    is the same objective at a twentieth of the rate for one epoch (at a fifth, a fresh Adam state shook
-    the answer format GRPO had settled: 79 % of greedy answers parsed instead of 99 %; adding the CoT there,
-    for half the examples, cost 0.04–0.15 SRCC and taught the tiny model no rationale:
+    (``vision_lr_multiplier=0``), λ = 30, 6 epochs of 8 clips on the no-think targets; the final stage
+    is the same objective at a twentieth of the rate for 0.4 epoch, ~100 steps (at a fifth, a fresh Adam
+    state shook the answer format GRPO had settled: 79 % of greedy answers parsed instead of 99 %; adding the
+    CoT there, for half the examples, cost 0.04–0.15 SRCC and taught the tiny model no rationale:
     ``docs/learning.md``, runs AK and AO).
     ``qwen3-vl-8b``: full fine-tuning of the pretrained 8B model in bf16 under DeepSpeed ZeRO-3 on 8×H100
     per node, 2 clips per GPU × 4 accumulation steps = 64 clips per optimizer step per node; the
